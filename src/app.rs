@@ -1,0 +1,107 @@
+//! The composition root: open the store, start the writer, serve both listeners, drain.
+
+use crate::config::Config;
+use crate::http::api::{self, ApiState};
+use crate::http::health::Health;
+use crate::http::ingest::{self, IngestState};
+use crate::ingest::writer::Writer;
+use crate::store::{self, Store, StoreOptions};
+use anyhow::Context;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The two bound sockets: `main` binds the configured addresses, tests bind port 0.
+pub struct Listeners {
+    pub ingest: TcpListener,
+    pub api: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let ingest = TcpListener::bind(config.ingest.listen)
+            .await
+            .with_context(|| format!("cannot listen on ingest.listen {}", config.ingest.listen))?;
+        let api = TcpListener::bind(config.api.listen)
+            .await
+            .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
+        Ok(Self { ingest, api })
+    }
+}
+
+/// Opens and migrates the configured store.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let options = StoreOptions {
+        max_connections: config.database.max_connections,
+        busy_timeout: config.database.busy_timeout,
+    };
+    let store = store::open(&config.database.url, &options)
+        .await
+        .context("cannot open the database named by database.url")?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
+    Ok(store)
+}
+
+/// Runs the daemon until `shutdown` is cancelled, then stops accepting, lets in-flight
+/// requests finish, and commits everything the writer had accepted before returning.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let last_seq = store
+        .last_seq()
+        .await
+        .context("cannot read the event log")?;
+    let (writer, handle) = Writer::new(
+        store.clone(),
+        config.ingest.queue_capacity,
+        config.ingest.batch_max_events,
+        last_seq,
+    );
+    let writer_task = tokio::spawn(writer.run());
+
+    if config.ingest_is_open() {
+        tracing::warn!(
+            "webhook.allow_unauthenticated is set and no secret is configured: anyone who can \
+             reach the ingest port can store events"
+        );
+    }
+    let health = Health {
+        store: store.clone(),
+        writer: handle.clone(),
+    };
+    let ingest_router = ingest::router(
+        Arc::new(IngestState::from_config(&config, handle)),
+        health.clone(),
+    );
+    let api_router = api::router(
+        Arc::new(ApiState::from_config(&config, store.clone())),
+        health,
+    );
+
+    tracing::info!(
+        ingest = %listeners.ingest.local_addr()?,
+        api = %listeners.api.local_addr()?,
+        database = store.backend(),
+        last_seq,
+        "mkio-relay serving"
+    );
+    let ingest_server = axum::serve(listeners.ingest, ingest_router)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let api_server = axum::serve(listeners.api, api_router)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let (ingest_result, api_result) = tokio::join!(ingest_server, api_server);
+    // A server that failed takes the other down too.
+    shutdown.cancel();
+    // Every writer handle lived in the routers, now dropped: the writer drains and exits.
+    writer_task.await.context("the writer task panicked")?;
+    ingest_result.context("ingest listener failed")?;
+    api_result.context("API listener failed")?;
+    tracing::info!("mkio-relay stopped");
+    Ok(())
+}

@@ -1,0 +1,370 @@
+//! CloudEvent envelopes: validation, and normalization into the event mkio-relay stores.
+
+use super::resource::{parse_source, ResourceKey, ResourceKind};
+use super::time::parse_rfc3339_ms;
+use serde_json::{json, Map, Value};
+
+/// The MK.IO event types (MKIO.md A.2). Any other type is stored with kind `unknown` and never
+/// changes a resource's state.
+pub const KNOWN_TYPES: [&str; 10] = [
+    "MediaKind.JobStarted",
+    "MediaKind.JobFinished",
+    "MediaKind.StreamingLocatorCreated",
+    "MediaKind.ChannelInstanceStarted",
+    "MediaKind.ChannelInstanceStopped",
+    "MediaKind.ChannelInstanceError",
+    "MediaKind.ScheduledOperationAccepted",
+    "MediaKind.ScheduledOperationOngoing",
+    "MediaKind.ScheduledOperationCompleted",
+    "MediaKind.ScheduledOperationError",
+];
+
+/// Why a body is not a valid CloudEvent. The message names the field and is safe to return.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidEvent(pub String);
+
+/// Where an event came from: an MK.IO webhook delivery or mkio-relay's own `/state` polling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Webhook,
+    Poll,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Poll => "poll",
+        }
+    }
+}
+
+/// A validated CloudEvent 1.0 envelope (required attributes checked, `data` kept as JSON).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CloudEvent {
+    pub id: String,
+    pub event_type: String,
+    pub source: String,
+    pub time: Option<String>,
+    pub data: Value,
+}
+
+fn required_string(obj: &Map<String, Value>, field: &str) -> Result<String, InvalidEvent> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Err(InvalidEvent(format!("field `{field}` is missing"))),
+        Some(Value::String(s)) if s.is_empty() => {
+            Err(InvalidEvent(format!("field `{field}` is empty")))
+        }
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(InvalidEvent(format!("field `{field}` must be a string"))),
+    }
+}
+
+impl CloudEvent {
+    /// Validates a structured-mode event (a JSON value that must be an object).
+    pub fn from_json(value: Value) -> Result<Self, InvalidEvent> {
+        let Value::Object(mut obj) = value else {
+            return Err(InvalidEvent("a CloudEvent must be a JSON object".into()));
+        };
+        let specversion = required_string(&obj, "specversion")?;
+        let time = match obj.get("time") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(InvalidEvent("field `time` must be a string".into())),
+        };
+        let data = obj.remove("data").unwrap_or(Value::Null);
+        Self::new(
+            &specversion,
+            required_string(&obj, "id")?,
+            required_string(&obj, "type")?,
+            required_string(&obj, "source")?,
+            time,
+            data,
+        )
+    }
+
+    /// Validates the attributes common to every content mode.
+    pub fn new(
+        specversion: &str,
+        id: String,
+        event_type: String,
+        source: String,
+        time: Option<String>,
+        data: Value,
+    ) -> Result<Self, InvalidEvent> {
+        if specversion != "1.0" {
+            return Err(InvalidEvent(format!(
+                "field `specversion` must be \"1.0\", got {specversion:?}"
+            )));
+        }
+        for (field, value) in [("id", &id), ("type", &event_type), ("source", &source)] {
+            if value.trim().is_empty() {
+                return Err(InvalidEvent(format!("field `{field}` is empty")));
+            }
+        }
+        if event_type.starts_with("MediaKind.") && !data.is_object() {
+            return Err(InvalidEvent(format!(
+                "field `data` must be a JSON object for {event_type} events"
+            )));
+        }
+        Ok(Self {
+            id,
+            event_type,
+            source,
+            time,
+            data,
+        })
+    }
+}
+
+/// An event ready to store: the envelope, its resource, and what it says about that resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    pub id: String,
+    pub event_type: String,
+    /// The canonical object path; `(source, id)` is the deduplication key.
+    pub source: String,
+    /// The `time` attribute verbatim, when present.
+    pub time: Option<String>,
+    /// Event time in ms, or the receive time when `time` is missing or unparsable.
+    pub event_ms: i64,
+    /// Ordering time: a job's `properties.lastModified` when present, otherwise `event_ms`.
+    pub version_ms: i64,
+    pub received_ms: i64,
+    /// `unknown` for event types MK.IO has not documented, otherwise the resource's kind.
+    pub kind: ResourceKind,
+    pub key: ResourceKey,
+    pub previous_state: Option<String>,
+    pub state: Option<String>,
+    pub data: Value,
+    /// What the resource row keeps when this event sets its state (outputs, correlation, ...).
+    pub details: Value,
+    pub raw: Vec<u8>,
+    pub origin: Origin,
+}
+
+impl NewEvent {
+    /// Normalizes a validated CloudEvent received at `received_ms` with its raw bytes.
+    pub fn normalize(event: CloudEvent, raw: Vec<u8>, received_ms: i64, origin: Origin) -> Self {
+        let parsed = parse_source(&event.source);
+        let mut key = parsed.key;
+        let resource = event.data.get("resource").unwrap_or(&Value::Null);
+        if key.project.is_empty() {
+            if let Some(p) = event.data.get("projectName").and_then(Value::as_str) {
+                key.project = p.to_owned();
+            }
+        }
+        let known = KNOWN_TYPES.contains(&event.event_type.as_str());
+        let kind = if known {
+            key.kind
+        } else {
+            ResourceKind::Unknown
+        };
+        let event_ms = event
+            .time
+            .as_deref()
+            .and_then(parse_rfc3339_ms)
+            .unwrap_or(received_ms);
+        let version_ms = match key.kind {
+            ResourceKind::Job => str_at(resource, &["properties", "lastModified"])
+                .and_then(parse_rfc3339_ms)
+                .unwrap_or(event_ms),
+            _ => event_ms,
+        };
+        let state = str_at(&event.data, &["state"])
+            .or_else(|| str_at(resource, &["properties", "state"]))
+            .or_else(|| str_at(resource, &["status", "state"]))
+            .or_else(|| str_at(resource, &["properties", "resourceState"]))
+            .map(str::to_owned);
+        let previous_state = str_at(&event.data, &["previousState"]).map(str::to_owned);
+        let details = resource_details(&key, resource);
+        Self {
+            id: event.id,
+            event_type: event.event_type,
+            source: parsed.canonical,
+            time: event.time,
+            event_ms,
+            version_ms,
+            received_ms,
+            kind,
+            key,
+            previous_state,
+            state,
+            data: event.data,
+            details,
+            raw,
+            origin,
+        }
+    }
+
+    /// Whether this event may set its resource's state: a documented type, a recognised
+    /// resource, and a state string.
+    pub fn sets_state(&self) -> bool {
+        self.kind != ResourceKind::Unknown && self.state.is_some()
+    }
+}
+
+fn value_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(value, |v, key| v.get(key))
+}
+
+fn str_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
+    value_at(value, path).and_then(Value::as_str)
+}
+
+fn cloned_at(value: &Value, path: &[&str]) -> Value {
+    value_at(value, path).cloned().unwrap_or(Value::Null)
+}
+
+/// The per-kind facts a resource row keeps from the resource body of the event that set it.
+fn resource_details(key: &ResourceKey, resource: &Value) -> Value {
+    match key.kind {
+        ResourceKind::Job => {
+            let props = resource.get("properties").unwrap_or(&Value::Null);
+            let outputs: Vec<Value> = props
+                .get("outputs")
+                .and_then(Value::as_array)
+                .map(|outs| {
+                    outs.iter()
+                        .map(|o| {
+                            json!({
+                                "label": cloned_at(o, &["label"]),
+                                "asset_name": cloned_at(o, &["assetName"]),
+                                "state": cloned_at(o, &["state"]),
+                                "progress": cloned_at(o, &["progress"]),
+                                "start_time": cloned_at(o, &["startTime"]),
+                                "end_time": cloned_at(o, &["endTime"]),
+                                "error": cloned_at(o, &["error"]),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let error = outputs
+                .iter()
+                .map(|o| &o["error"])
+                .find(|e| !e.is_null())
+                .cloned()
+                .unwrap_or_else(|| cloned_at(props, &["error"]));
+            json!({
+                "outputs": outputs,
+                "error": error,
+                "correlation_data": cloned_at(props, &["correlationData"]),
+                "priority": cloned_at(props, &["priority"]),
+                "created": cloned_at(props, &["created"]),
+                "last_modified": cloned_at(props, &["lastModified"]),
+                "start_time": cloned_at(props, &["startTime"]),
+                "end_time": cloned_at(props, &["endTime"]),
+            })
+        }
+        ResourceKind::ScheduledOperation => {
+            let (parent_kind, parent) = key.parent.split_once('/').unwrap_or(("", ""));
+            json!({
+                "parent": {"kind": parent_kind, "name": parent},
+                "operation_type": cloned_at(resource, &["spec", "type"]),
+                "correlation_data": cloned_at(resource, &["spec", "correlationData"]),
+            })
+        }
+        ResourceKind::LiveChannel
+        | ResourceKind::LiveEvent
+        | ResourceKind::StaticMultiviewChannel
+        | ResourceKind::StaticMultiviewEvent => json!({
+            "desired_state": cloned_at(resource, &["spec", "state"]),
+            "info": cloned_at(resource, &["status", "info"]),
+        }),
+        _ => json!({}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job_event(state: &str) -> Value {
+        json!({
+            "specversion": "1.0", "id": "e1", "type": "MediaKind.JobFinished",
+            "source": "/api/v1/projects/p/transforms/t/jobs/j",
+            "time": "2025-03-14T09:09:47.305118Z",
+            "data": {"projectName": "p", "previousState": "Processing", "state": state,
+                     "resource": {"properties": {"lastModified": "2025-03-14T09:09:48Z",
+                        "correlationData": {"k": "v"},
+                        "outputs": [{"label": "a", "assetName": "x", "state": state, "progress": 5,
+                                     "error": {"code": "ContentMalformed"}}]}}}
+        })
+    }
+
+    #[test]
+    fn validates_required_attributes() {
+        let mut e = job_event("Finished");
+        e.as_object_mut().unwrap().remove("id");
+        assert_eq!(
+            CloudEvent::from_json(e).unwrap_err().0,
+            "field `id` is missing"
+        );
+        let mut e = job_event("Finished");
+        e["specversion"] = json!("0.3");
+        assert!(CloudEvent::from_json(e)
+            .unwrap_err()
+            .0
+            .contains("specversion"));
+        let mut e = job_event("Finished");
+        e["type"] = json!("");
+        assert_eq!(
+            CloudEvent::from_json(e).unwrap_err().0,
+            "field `type` is empty"
+        );
+        let mut e = job_event("Finished");
+        e["source"] = json!(7);
+        assert_eq!(
+            CloudEvent::from_json(e).unwrap_err().0,
+            "field `source` must be a string"
+        );
+        let mut e = job_event("Finished");
+        e["data"] = json!("Finished");
+        assert!(CloudEvent::from_json(e)
+            .unwrap_err()
+            .0
+            .contains("`data` must be a JSON object"));
+        assert!(CloudEvent::from_json(json!([1])).is_err());
+    }
+
+    #[test]
+    fn unknown_types_may_carry_any_data() {
+        let e = json!({"specversion": "1.0", "id": "1", "type": "com.example.x", "source": "/x", "data": 5});
+        assert!(CloudEvent::from_json(e).is_ok());
+    }
+
+    #[test]
+    fn normalizes_a_job_event() {
+        let ce = CloudEvent::from_json(job_event("Error")).unwrap();
+        let ev = NewEvent::normalize(ce, b"{}".to_vec(), 1, Origin::Webhook);
+        assert_eq!(ev.kind, ResourceKind::Job);
+        assert_eq!(ev.state.as_deref(), Some("Error"));
+        assert_eq!(ev.previous_state.as_deref(), Some("Processing"));
+        assert_eq!(
+            ev.version_ms,
+            parse_rfc3339_ms("2025-03-14T09:09:48Z").unwrap()
+        );
+        assert_eq!(ev.details["correlation_data"]["k"], "v");
+        assert_eq!(ev.details["error"]["code"], "ContentMalformed");
+        assert_eq!(ev.details["outputs"][0]["asset_name"], "x");
+        assert!(ev.sets_state());
+    }
+
+    #[test]
+    fn unknown_type_never_sets_state_and_missing_time_uses_receive_time() {
+        let ce = CloudEvent::from_json(json!({
+            "specversion": "1.0", "id": "1", "type": "MediaKind.SomethingNew",
+            "source": "/api/v1/projects/p/media/assets/a", "time": "not a time",
+            "data": {"state": "Ready"}
+        }))
+        .unwrap();
+        let ev = NewEvent::normalize(ce, vec![], 42, Origin::Webhook);
+        assert_eq!(ev.kind, ResourceKind::Unknown);
+        assert_eq!(ev.key.kind, ResourceKind::Asset);
+        assert_eq!(ev.event_ms, 42);
+        assert_eq!(ev.time.as_deref(), Some("not a time"));
+        assert!(!ev.sets_state());
+    }
+}

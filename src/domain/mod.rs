@@ -1,0 +1,6 @@
+//! Pure types and rules: CloudEvent envelopes, resource keys, state ordering. No async, no I/O.
+
+pub mod event;
+pub mod resource;
+pub mod state;
+pub mod time;

@@ -1,0 +1,23 @@
+//! mkio-relay: a durable receiver for MK.IO webhooks. It authenticates each delivery, commits
+//! it to an event log (SQLite or Postgres) before acknowledging it, projects the current state
+//! of every job and live resource, and serves both to local applications over HTTP.
+//!
+//! # Layout
+//!
+//! - `domain`: pure types and rules: CloudEvents, resource keys parsed from `source`, the
+//!   state non-regression rule, timestamps. No async, no I/O.
+//! - `store`: the `Store` trait; SQLite and Postgres share one set of SQL statements.
+//! - `ingest`: shared-secret and Standard Webhooks authentication, body decoding (structured,
+//!   batch, binary), and the group-commit writer.
+//! - `http`: the ingest and API routers, error mapping, response views.
+//! - `config`, `cli`, `telemetry`, `shutdown`, `app`: start-up and the composition root.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod ingest;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,187 @@
+//! The `Store` trait: the use-case operations mkio-relay needs from a database, with SQLite and
+//! Postgres implementations chosen at run time from the database URL.
+
+mod postgres;
+mod projection;
+mod sql;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use crate::domain::event::NewEvent;
+use crate::domain::resource::ResourceKind;
+use async_trait::async_trait;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a store operation failed. Every variant means "not stored": callers answer 503.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored row is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// The outcome of appending one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// Newly stored at `seq`; `applied` when it became its resource's current state.
+    Stored { seq: i64, applied: bool },
+    /// `(source, id)` was already stored; nothing was written.
+    Duplicate,
+}
+
+/// One row of the event log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub id: String,
+    pub event_type: String,
+    pub source: String,
+    pub time: Option<String>,
+    pub event_ms: i64,
+    pub received_ms: i64,
+    pub project: String,
+    pub kind: String,
+    pub resource_kind: String,
+    pub parent: String,
+    pub name: String,
+    pub previous_state: Option<String>,
+    pub state: Option<String>,
+    pub applied: bool,
+    pub origin: String,
+    pub data: Value,
+}
+
+/// The current state of one resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResourceRow {
+    pub kind: ResourceKind,
+    pub project: String,
+    pub parent: String,
+    pub name: String,
+    pub state: String,
+    pub previous_state: Option<String>,
+    pub version_ms: i64,
+    pub event_ms: i64,
+    pub last_seq: i64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub details: Value,
+}
+
+/// A page of the event log: events with `seq > after`, oldest first.
+#[derive(Clone, Debug, Default)]
+pub struct EventQuery {
+    pub after: i64,
+    pub limit: u32,
+    pub event_type: Option<String>,
+    pub project: Option<String>,
+    pub kind: Option<ResourceKind>,
+}
+
+/// The position of a resource in listing order, for keyset pagination.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResourceCursor {
+    pub kind: String,
+    pub project: String,
+    pub parent: String,
+    pub name: String,
+}
+
+/// A filtered page of resources, ordered by (kind, project, parent, name).
+#[derive(Clone, Debug, Default)]
+pub struct ResourceQuery {
+    pub kind: Option<ResourceKind>,
+    pub project: Option<String>,
+    pub parent: Option<String>,
+    pub name: Option<String>,
+    pub state: Option<String>,
+    pub after: Option<ResourceCursor>,
+    pub limit: u32,
+}
+
+/// Database-specific tuning that callers choose.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Connections for readers (the writer has its own).
+    pub max_connections: u32,
+    /// How long to wait for a connection or a lock before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Appends events in one transaction: deduplicates on `(source, id)`, assigns strictly
+    /// increasing sequence numbers, and projects resource state. All or nothing.
+    async fn append(&self, events: &[NewEvent]) -> Result<Vec<Appended>, StoreError>;
+    async fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+    async fn resources(&self, query: &ResourceQuery) -> Result<Vec<ResourceRow>, StoreError>;
+    /// The highest sequence number stored, 0 when the log is empty.
+    async fn last_seq(&self) -> Result<i64, StoreError>;
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Which backend this is (`sqlite` or `postgres`), for logs.
+    fn backend(&self) -> &'static str;
+}
+
+/// Which database a URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Picks the backend from the URL scheme; `None` for anything else.
+    pub fn of_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// Opens (creating a SQLite file and its folder when needed) the store a URL names. Does not
+/// migrate: call [`Store::migrate`].
+pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
+    match Backend::of_url(url) {
+        Some(Backend::Sqlite) => Ok(Arc::new(SqliteStore::open(url, options).await?)),
+        Some(Backend::Postgres) => Ok(Arc::new(PgStore::open(url, options).await?)),
+        None => Err(StoreError::Database(sqlx::Error::Configuration(
+            format!("unsupported database URL scheme in {url:?}").into(),
+        ))),
+    }
+}
+
+fn parse_json(text: Option<String>, what: &str) -> Result<Value, StoreError> {
+    match text {
+        None => Ok(Value::Null),
+        Some(t) => serde_json::from_str(&t)
+            .map_err(|e| StoreError::Corrupt(format!("{what} is not JSON: {e}"))),
+    }
+}
+
+fn parse_kind(kind: &str) -> Result<ResourceKind, StoreError> {
+    kind.parse()
+        .map_err(|e: crate::domain::resource::UnknownKind| StoreError::Corrupt(e.to_string()))
+}

@@ -1,0 +1,91 @@
+//! SQLite store: WAL, synchronous=FULL, one writer connection and a pool of read-only readers.
+
+use super::{
+    Appended, EventQuery, ResourceQuery, ResourceRow, Store, StoreError, StoreOptions, StoredEvent,
+};
+use crate::domain::event::NewEvent;
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::str::FromStr;
+
+mod ops {
+    super::super::sql::shared_ops!(sqlx::SqliteConnection);
+}
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens the database file a `sqlite:PATH` URL names, creating it and its folder.
+    pub async fn open(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before the writer acknowledges it, even on power loss.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(options.busy_timeout)
+            .foreign_keys(true);
+        if let Some(dir) = connect.get_filename().parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Database(sqlx::Error::Configuration(
+                        format!("cannot create database folder {}: {e}", dir.display()).into(),
+                    ))
+                })?;
+            }
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.busy_timeout)
+            .connect_with(connect.clone())
+            .await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.busy_timeout)
+            .connect_with(connect.read_only(true))
+            .await?;
+        Ok(Self { writer, readers })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append(&self, events: &[NewEvent]) -> Result<Vec<Appended>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let outcomes = ops::append(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        ops::events(&mut *self.readers.acquire().await?, query).await
+    }
+
+    async fn resources(&self, query: &ResourceQuery) -> Result<Vec<ResourceRow>, StoreError> {
+        ops::resources(&mut *self.readers.acquire().await?, query).await
+    }
+
+    async fn last_seq(&self) -> Result<i64, StoreError> {
+        ops::last_seq(&mut *self.readers.acquire().await?).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.readers).await?;
+        Ok(())
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("migrations/sqlite")
+            .run(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}
