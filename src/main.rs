@@ -50,7 +50,6 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "mkio-relay failed");
             eprintln!("mkio-relay: {e:#}");
             ExitCode::FAILURE
         }

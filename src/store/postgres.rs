@@ -5,7 +5,8 @@ use super::{
 };
 use crate::domain::event::NewEvent;
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::Connection;
 
 mod ops {
     super::super::sql::shared_ops!(sqlx::PgConnection);
@@ -22,6 +23,8 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn open(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        // One direct connection first: a pool would hide why it failed behind a time-out.
+        PgConnection::connect(url).await?.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(2))
             .acquire_timeout(options.busy_timeout)

@@ -55,7 +55,9 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn append(&self, events: &[NewEvent]) -> Result<Vec<Appended>, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        // IMMEDIATE takes the write lock up front: a deferred transaction that reads first
+        // cannot upgrade while another process writes, and would fail instead of waiting.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let outcomes = ops::append(&mut tx, events).await?;
         tx.commit().await?;
         Ok(outcomes)

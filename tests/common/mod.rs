@@ -1,0 +1,254 @@
+//! Test harness: temporary databases (SQLite files, and fresh Postgres databases when
+//! `MKIO_RELAY_TEST_POSTGRES_URL` is set), the real server on port 0, and fixtures.
+#![allow(dead_code)]
+
+use mkio_relay::app::{self, Listeners};
+use mkio_relay::config::Config;
+use sqlx::Connection;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The webhook secret every test server accepts.
+pub const SECRET: &str = "test-webhook-secret";
+
+/// Set to a Postgres server URL (any database) to run every backend-parametrised test on
+/// Postgres too. CI sets it; when it is set, a Postgres failure fails the tests.
+pub const POSTGRES_ENV: &str = "MKIO_RELAY_TEST_POSTGRES_URL";
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+pub fn fixture_json(name: &str) -> serde_json::Value {
+    serde_json::from_slice(&fixture(name)).expect("fixture is JSON")
+}
+
+/// A database for one test, removed when dropped.
+pub enum TestDb {
+    Sqlite { dir: tempfile::TempDir },
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDb {
+    pub fn url(&self) -> String {
+        match self {
+            Self::Sqlite { dir } => format!("sqlite:{}", dir.path().join("relay.db").display()),
+            Self::Postgres { admin_url, name } => with_database(admin_url, name),
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite { .. } => "sqlite",
+            Self::Postgres { .. } => "postgres",
+        }
+    }
+
+    pub fn sqlite() -> Self {
+        Self::Sqlite {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub async fn postgres(admin_url: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "mkio_relay_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        );
+        let mut conn = sqlx::PgConnection::connect(admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("{POSTGRES_ENV}={admin_url} is unreachable: {e}"));
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        Self::Postgres {
+            admin_url: admin_url.to_owned(),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Self::Postgres { admin_url, name } = self else {
+            return;
+        };
+        let (admin_url, name) = (admin_url.clone(), name.clone());
+        // Drop runs inside the test's runtime; a separate thread gets its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute(&mut conn)
+                            .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Replaces the database name in a Postgres URL.
+fn with_database(url: &str, name: &str) -> String {
+    let mut parsed = url::Url::parse(url).expect("postgres URL");
+    parsed.set_path(&format!("/{name}"));
+    parsed.to_string()
+}
+
+/// Runs `test` once per backend: SQLite always, Postgres when configured.
+pub async fn each_backend<F, Fut>(test: F)
+where
+    F: Fn(TestDb) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    test(TestDb::sqlite()).await;
+    if let Ok(url) = std::env::var(POSTGRES_ENV) {
+        test(TestDb::postgres(&url).await).await;
+    }
+}
+
+/// A running mkio-relay on port 0, stopped with [`TestServer::stop`].
+pub struct TestServer {
+    pub ingest: String,
+    pub api: String,
+    pub client: reqwest::Client,
+    token: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    /// Starts the real server on `db` with the test secret and `extra` settings.
+    pub async fn start(db: &TestDb, extra: &[(&str, &str)]) -> Self {
+        let url = db.url();
+        let mut vars = vec![
+            ("MKIO_RELAY_DATABASE_URL", url.as_str()),
+            ("MKIO_RELAY_WEBHOOK_SECRETS", SECRET),
+            ("MKIO_RELAY_LOG_LEVEL", "warn"),
+        ];
+        vars.extend_from_slice(extra);
+        let config = Config::load_with_env(None, &vars).expect("test config");
+        Self::start_with(config).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let ingest = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let api = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let ingest_url = format!("http://{}", ingest.local_addr().expect("addr"));
+        let api_url = format!("http://{}", api.local_addr().expect("addr"));
+        let token = CancellationToken::new();
+        let task = tokio::spawn(app::run(config, Listeners { ingest, api }, token.clone()));
+        let server = Self {
+            ingest: ingest_url,
+            api: api_url,
+            client: reqwest::Client::new(),
+            token,
+            task,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/readyz", self.ingest))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(!self.task.is_finished(), "server exited during start-up");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server not ready within 20s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the server gracefully and waits for it to finish.
+    pub async fn stop(self) {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("server stops within 20s")
+            .expect("server task")
+            .expect("server ran cleanly");
+    }
+
+    /// POSTs `body` to the webhook route with the test secret.
+    pub async fn post(
+        &self,
+        body: impl Into<reqwest::Body>,
+        content_type: &str,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!("{}/webhooks/mkio", self.ingest))
+            .bearer_auth(SECRET)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post_fixture(&self, name: &str) -> reqwest::Response {
+        self.post(fixture(name), "application/json").await
+    }
+
+    /// GETs an API path and returns status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .get(format!("{}{}", self.api, path))
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("JSON body"))
+    }
+
+    /// Every event in the log.
+    pub async fn all_events(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let (status, body) = self
+                .get(&format!("/v1/events?after={after}&limit=1000"))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            let page = body["events"].as_array().expect("events").clone();
+            if page.is_empty() {
+                return out;
+            }
+            after = body["next_after"].as_i64().expect("next_after");
+            out.extend(page);
+        }
+    }
+}
