@@ -1,4 +1,4 @@
-//! Command line: `serve` (the default), `migrate`, `check-config`.
+//! Command line: `serve` (the default), `migrate`, `check-config`, `healthcheck`.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -25,4 +25,6 @@ pub enum Command {
     Migrate,
     /// Validate the configuration, print it with secrets masked, then exit.
     CheckConfig,
+    /// Exit 0 when the local daemon's /readyz (on ingest.listen) answers 200; for HEALTHCHECK.
+    Healthcheck,
 }

@@ -16,6 +16,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod healthcheck;
 pub mod http;
 pub mod ingest;
 pub mod shutdown;

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
                 println!("database migrated ({})", store.backend());
                 Ok(())
             }
+            Command::Healthcheck => mkio_relay::healthcheck::check(config.ingest.listen).await,
             Command::Serve | Command::CheckConfig => {
                 let listeners = Listeners::bind(&config).await?;
                 let token = CancellationToken::new();
