@@ -1,6 +1,7 @@
 //! The composition root: open the store, start the writer, serve both listeners, drain.
 
 use crate::config::Config;
+use crate::fanout::feed::Feed;
 use crate::http::api::{self, ApiState};
 use crate::http::health::Health;
 use crate::http::ingest::{self, IngestState};
@@ -9,6 +10,7 @@ use crate::store::{self, Store, StoreOptions};
 use anyhow::Context;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// The two bound sockets: `main` binds the configured addresses, tests bind port 0.
@@ -63,7 +65,22 @@ pub async fn run(
         config.ingest.batch_max_events,
         last_seq,
     );
+    let committed = handle.committed();
     let writer_task = tokio::spawn(writer.run());
+    let (feed, feed_handle) = Feed::new(store.clone(), last_seq, config.api.stream_buffer);
+    let remote_commits = Arc::new(Notify::new());
+    let workers = CancellationToken::new();
+    let feed_task = tokio::spawn(feed.run(committed, remote_commits.clone(), workers.clone()));
+    let listen_store = store.clone();
+    let listen_cancel = workers.clone();
+    let listen_task = tokio::spawn(async move {
+        if let Err(err) = listen_store
+            .listen_commits(remote_commits, listen_cancel)
+            .await
+        {
+            tracing::error!(error = %err, "cannot listen for other replicas' commits");
+        }
+    });
 
     if config.ingest_is_open() {
         tracing::warn!(
@@ -79,10 +96,8 @@ pub async fn run(
         Arc::new(IngestState::from_config(&config, handle)),
         health.clone(),
     );
-    let api_router = api::router(
-        Arc::new(ApiState::from_config(&config, store.clone())),
-        health,
-    );
+    let api_state = ApiState::from_config(&config, store.clone(), feed_handle, shutdown.clone());
+    let api_router = api::router(Arc::new(api_state), health);
 
     tracing::info!(
         ingest = %listeners.ingest.local_addr()?,
@@ -100,6 +115,9 @@ pub async fn run(
     shutdown.cancel();
     // Every writer handle lived in the routers, now dropped: the writer drains and exits.
     writer_task.await.context("the writer task panicked")?;
+    workers.cancel();
+    feed_task.await.context("the feed task panicked")?;
+    listen_task.await.context("the commit listener panicked")?;
     ingest_result.context("ingest listener failed")?;
     api_result.context("API listener failed")?;
     tracing::info!("mkio-relay stopped");

@@ -115,6 +115,11 @@ pub struct ApiConfig {
     pub token: Secret,
     pub default_page_size: u32,
     pub max_page_size: u32,
+    #[serde(deserialize_with = "duration")]
+    pub max_wait: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub stream_keepalive: Duration,
+    pub stream_buffer: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -226,6 +231,18 @@ impl Config {
             return Err(ConfigError::setting(
                 "api.default_page_size",
                 "must be between 1 and api.max_page_size",
+            ));
+        }
+        if self.api.stream_keepalive.is_zero() {
+            return Err(ConfigError::setting(
+                "api.stream_keepalive",
+                "must be above zero",
+            ));
+        }
+        if self.api.stream_buffer == 0 {
+            return Err(ConfigError::setting(
+                "api.stream_buffer",
+                "must be at least 1",
             ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)

@@ -9,6 +9,8 @@
 //! - `store`: the `Store` trait; SQLite and Postgres share one set of SQL statements.
 //! - `ingest`: shared-secret and Standard Webhooks authentication, body decoding (structured,
 //!   batch, binary), and the group-commit writer.
+//! - `fanout`: the feed that publishes committed events in order, gap-free followers for
+//!   SSE and long-polls, and per-resource wake-ups for waiters.
 //! - `http`: the ingest and API routers, error mapping, response views.
 //! - `config`, `cli`, `telemetry`, `shutdown`, `app`: start-up and the composition root.
 
@@ -16,6 +18,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod fanout;
 pub mod healthcheck;
 pub mod http;
 pub mod ingest;

@@ -691,6 +691,8 @@ async fn concurrent_deliveries_all_commit_with_unique_sequence_numbers() {
     .await;
 }
 
+use std::sync::Arc;
+
 /// A store whose every write fails, to prove a storage failure is a 503, never a 2xx.
 struct FailingStore;
 
@@ -731,6 +733,13 @@ impl mkio_relay::store::Store for FailingStore {
     async fn migrate(&self) -> Result<(), mkio_relay::store::StoreError> {
         Ok(())
     }
+    async fn listen_commits(
+        &self,
+        _: Arc<tokio::sync::Notify>,
+        _: tokio_util::sync::CancellationToken,
+    ) -> Result<(), mkio_relay::store::StoreError> {
+        Ok(())
+    }
     fn backend(&self) -> &'static str {
         "failing"
     }
@@ -741,7 +750,6 @@ async fn storage_failure_answers_503_with_retry_after() {
     use mkio_relay::http::health::Health;
     use mkio_relay::http::ingest::{router, IngestState};
     use mkio_relay::ingest::writer::Writer;
-    use std::sync::Arc;
 
     let config =
         mkio_relay::config::Config::load_with_env(None, &[("MKIO_RELAY_WEBHOOK_SECRETS", SECRET)])

@@ -384,3 +384,31 @@ async fn concurrent_writers_on_one_database() {
     })
     .await;
 }
+
+/// On Postgres, a commit through one store wakes a listener on another (LISTEN/NOTIFY).
+#[tokio::test]
+async fn commits_are_announced_to_other_processes() {
+    let Ok(url) = std::env::var(common::POSTGRES_ENV) else {
+        return;
+    };
+    let db = TestDb::postgres(&url).await;
+    let (a, b) = (open(&db).await, open(&db).await);
+    let woken = Arc::new(tokio::sync::Notify::new());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let listener = tokio::spawn({
+        let (a, woken, cancel) = (a.clone(), woken.clone(), cancel.clone());
+        async move { a.listen_commits(woken, cancel).await }
+    });
+    // The listener wakes once when it starts listening.
+    tokio::time::timeout(std::time::Duration::from_secs(10), woken.notified())
+        .await
+        .expect("listening");
+    b.append(&[job("n1", "Finished", "2025-01-01T00:00:00Z")])
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), woken.notified())
+        .await
+        .expect("a commit in another store is announced");
+    cancel.cancel();
+    listener.await.unwrap().unwrap();
+}

@@ -102,6 +102,19 @@ impl CloudEvent {
             if value.trim().is_empty() {
                 return Err(InvalidEvent(format!("field `{field}` is empty")));
             }
+            if value.chars().any(char::is_control) {
+                return Err(InvalidEvent(format!(
+                    "field `{field}` must not contain control characters"
+                )));
+            }
+        }
+        if time
+            .as_deref()
+            .is_some_and(|t| t.chars().any(char::is_control))
+        {
+            return Err(InvalidEvent(
+                "field `time` must not contain control characters".into(),
+            ));
         }
         if event_type.starts_with("MediaKind.") && !data.is_object() {
             return Err(InvalidEvent(format!(
@@ -152,7 +165,7 @@ impl NewEvent {
         let resource = event.data.get("resource").unwrap_or(&Value::Null);
         if key.project.is_empty() {
             if let Some(p) = event.data.get("projectName").and_then(Value::as_str) {
-                key.project = p.to_owned();
+                key.project = text_column(p);
             }
         }
         let known = KNOWN_TYPES.contains(&event.event_type.as_str());
@@ -176,8 +189,8 @@ impl NewEvent {
             .or_else(|| str_at(resource, &["properties", "state"]))
             .or_else(|| str_at(resource, &["status", "state"]))
             .or_else(|| str_at(resource, &["properties", "resourceState"]))
-            .map(str::to_owned);
-        let previous_state = str_at(&event.data, &["previousState"]).map(str::to_owned);
+            .map(text_column);
+        let previous_state = str_at(&event.data, &["previousState"]).map(text_column);
         let details = resource_details(&key, resource);
         Self {
             id: event.id,
@@ -203,6 +216,11 @@ impl NewEvent {
     pub fn sets_state(&self) -> bool {
         self.kind != ResourceKind::Unknown && self.state.is_some()
     }
+}
+
+/// A free string from `data`, made safe for a database text column (Postgres rejects NUL).
+fn text_column(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
 }
 
 fn value_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -327,6 +345,18 @@ mod tests {
             .0
             .contains("`data` must be a JSON object"));
         assert!(CloudEvent::from_json(json!([1])).is_err());
+        let mut e = job_event("Finished");
+        e["type"] = json!("MediaKind.Job\nFinished");
+        assert!(CloudEvent::from_json(e)
+            .unwrap_err()
+            .0
+            .contains("control characters"));
+        let mut e = job_event("Finished");
+        e["id"] = json!("a\u{0}b");
+        assert!(CloudEvent::from_json(e)
+            .unwrap_err()
+            .0
+            .contains("control characters"));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 pub mod api;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod ingest;
+pub mod resources;
 mod views;

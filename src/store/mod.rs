@@ -98,6 +98,17 @@ pub struct EventQuery {
     pub kind: Option<ResourceKind>,
 }
 
+impl EventQuery {
+    /// Whether `event` passes this query's filters (the same test the SQL applies).
+    pub fn matches(&self, event: &StoredEvent) -> bool {
+        self.event_type
+            .as_ref()
+            .is_none_or(|t| *t == event.event_type)
+            && self.project.as_ref().is_none_or(|p| *p == event.project)
+            && self.kind.is_none_or(|k| k.as_str() == event.kind)
+    }
+}
+
 /// The position of a resource in listing order, for keyset pagination.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResourceCursor {
@@ -150,6 +161,13 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
+    /// Calls `on_commit` whenever another process sharing this database commits events, until
+    /// `cancel`. Returns at once for a database only this process writes (SQLite).
+    async fn listen_commits(
+        &self,
+        on_commit: Arc<tokio::sync::Notify>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<(), StoreError>;
     /// Which backend this is (`sqlite` or `postgres`), for logs.
     fn backend(&self) -> &'static str;
 }

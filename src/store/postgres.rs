@@ -5,8 +5,12 @@ use super::{
 };
 use crate::domain::event::NewEvent;
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::Connection;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 mod ops {
     super::super::sql::shared_ops!(sqlx::PgConnection);
@@ -16,6 +20,12 @@ mod ops {
 /// sequence numbers become visible in order and a reader paging by `seq` never skips an event
 /// that commits late with a smaller number.
 const APPEND_LOCK_KEY: i64 = 0x6d6b_696f_7265_6c61; // "mkiorela"
+
+/// The LISTEN/NOTIFY channel that announces commits to every replica.
+const COMMIT_CHANNEL: &str = "mkio_relay_commits";
+
+/// How long to wait before listening again after the listener connection failed.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 pub struct PgStore {
     pool: PgPool,
@@ -43,6 +53,16 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         let outcomes = ops::append(&mut tx, events).await?;
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, Appended::Stored { .. }))
+        {
+            // Delivered to listeners when (and only if) the transaction commits.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(COMMIT_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -68,6 +88,43 @@ impl Store for PgStore {
         sqlx::migrate!("migrations/postgres")
             .run(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    async fn listen_commits(
+        &self,
+        on_commit: Arc<Notify>,
+        cancel: CancellationToken,
+    ) -> Result<(), StoreError> {
+        while !cancel.is_cancelled() {
+            let mut listener = match PgListener::connect_with(&self.pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot LISTEN for other replicas' commits; retrying");
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(LISTEN_RETRY) => continue,
+                    }
+                }
+            };
+            listener.listen(COMMIT_CHANNEL).await?;
+            // Whatever committed while we were not listening.
+            on_commit.notify_one();
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    received = listener.try_recv() => match received {
+                        Ok(Some(_)) => on_commit.notify_one(),
+                        // The connection dropped; notifications may be lost, so wake once.
+                        Ok(None) => on_commit.notify_one(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "LISTEN connection failed; reconnecting");
+                            break;
+                        }
+                    },
+                }
+            }
+        }
         Ok(())
     }
 

@@ -9,6 +9,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use std::str::FromStr;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 mod ops {
     super::super::sql::shared_ops!(sqlx::SqliteConnection);
@@ -84,6 +87,15 @@ impl Store for SqliteStore {
         sqlx::migrate!("migrations/sqlite")
             .run(&self.writer)
             .await?;
+        Ok(())
+    }
+
+    async fn listen_commits(
+        &self,
+        _on_commit: Arc<Notify>,
+        _cancel: CancellationToken,
+    ) -> Result<(), StoreError> {
+        // One process writes a SQLite file: its own writer announces every commit.
         Ok(())
     }
 

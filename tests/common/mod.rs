@@ -252,3 +252,91 @@ impl TestServer {
         }
     }
 }
+
+/// One server-sent event as a test client sees it.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// A minimal SSE client over a streaming response.
+pub struct SseClient {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseClient {
+    pub async fn connect(client: &reqwest::Client, url: &str, last_event_id: Option<i64>) -> Self {
+        let mut req = client.get(url);
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let response = req.send().await.expect("connect stream");
+        assert_eq!(response.status(), 200, "stream status");
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        Self {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (keep-alive comments skipped), or `None` when the stream ends or
+    /// `timeout` passes.
+    pub async fn next(&mut self, timeout: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent {
+                    id: None,
+                    event: None,
+                    data: String::new(),
+                };
+                let mut any = false;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        event.id = Some(v.trim().to_owned());
+                        any = true;
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event.event = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        event.data.push_str(v.trim_start());
+                        any = true;
+                    }
+                }
+                if any {
+                    return Some(event);
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .ok()?;
+            match chunk.expect("stream read") {
+                Some(bytes) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                None => return None,
+            }
+        }
+    }
+}
+
+/// A CloudEvent for job `job` of project `p`, transform `t`, in `state`.
+pub fn job_event(id: &str, job: &str, state: &str) -> serde_json::Value {
+    let event_type = if state == "Processing" {
+        "MediaKind.JobStarted"
+    } else {
+        "MediaKind.JobFinished"
+    };
+    serde_json::json!({
+        "specversion": "1.0", "id": id, "type": event_type,
+        "source": format!("/api/v1/projects/p/transforms/t/jobs/{job}"),
+        "time": "2025-03-14T09:09:47Z",
+        "data": {"projectName": "p", "previousState": "Queued", "state": state,
+                 "resource": {"name": job, "properties": {"state": state}}}
+    })
+}

@@ -1,0 +1,7 @@
+//! Fan-out of committed events to local consumers: the feed (one store reader per process that
+//! publishes events in sequence order), followers (gap-free cursors for SSE and long-polls),
+//! and per-resource wake-ups for waiters.
+
+pub mod feed;
+pub mod follower;
+pub mod waiters;
