@@ -1,6 +1,7 @@
 //! The composition root: open the store, start the writer, serve both listeners, drain.
 
 use crate::config::Config;
+use crate::fanout::dispatcher::Dispatcher;
 use crate::fanout::feed::Feed;
 use crate::http::api::{self, ApiState};
 use crate::http::health::Health;
@@ -96,7 +97,21 @@ pub async fn run(
         Arc::new(IngestState::from_config(&config, handle)),
         health.clone(),
     );
-    let api_state = ApiState::from_config(&config, store.clone(), feed_handle, shutdown.clone());
+    crate::fanout::subscriptions::sync_config(store.as_ref(), &config.subscriptions)
+        .await
+        .context("cannot store the configured subscriptions")?;
+    let dispatcher = Arc::new(
+        Dispatcher::new(store.clone(), config.delivery.clone())
+            .context("cannot build the outbound HTTP client")?,
+    );
+    let dispatcher_task = tokio::spawn(dispatcher.clone().run(feed_handle.head(), workers.clone()));
+    let api_state = ApiState::from_config(
+        &config,
+        store.clone(),
+        feed_handle,
+        shutdown.clone(),
+        dispatcher.waker(),
+    );
     let api_router = api::router(Arc::new(api_state), health);
 
     tracing::info!(
@@ -117,6 +132,7 @@ pub async fn run(
     writer_task.await.context("the writer task panicked")?;
     workers.cancel();
     feed_task.await.context("the feed task panicked")?;
+    dispatcher_task.await.context("the dispatcher panicked")?;
     listen_task.await.context("the commit listener panicked")?;
     ingest_result.context("ingest listener failed")?;
     api_result.context("API listener failed")?;

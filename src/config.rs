@@ -65,11 +65,54 @@ pub enum LogFormat {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    pub subscriptions: Vec<SubscriptionConfig>,
     pub database: DatabaseConfig,
     pub ingest: IngestConfig,
     pub webhook: WebhookConfig,
     pub api: ApiConfig,
+    pub delivery: DeliveryConfig,
     pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    pub concurrency: usize,
+    #[serde(deserialize_with = "duration")]
+    pub attempt_timeout: Duration,
+    #[serde(deserialize_with = "durations")]
+    pub retry_schedule: Vec<Duration>,
+    #[serde(deserialize_with = "duration")]
+    pub max_retry_after: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub secret_rotation_overlap: Duration,
+}
+
+/// A subscription declared in configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    #[serde(deserialize_with = "string_like")]
+    pub id: String,
+    #[serde(deserialize_with = "string_like")]
+    pub url: String,
+    pub secret: Secret,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default, deserialize_with = "optional_durations")]
+    pub retry_schedule: Option<Vec<Duration>>,
+    #[serde(default)]
+    pub types: Vec<String>,
+    #[serde(default)]
+    pub projects: Vec<String>,
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    #[serde(default)]
+    pub states: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -128,6 +171,17 @@ pub struct LogConfig {
     pub format: LogFormat,
     #[serde(deserialize_with = "string_like")]
     pub level: String,
+}
+
+impl SubscriptionConfig {
+    pub fn filter(&self) -> crate::domain::subscription::Filter {
+        crate::domain::subscription::Filter {
+            types: self.types.clone(),
+            projects: self.projects.clone(),
+            kinds: self.kinds.clone(),
+            states: self.states.clone(),
+        }
+    }
 }
 
 /// A configuration problem, naming the setting (and its environment variable).
@@ -245,6 +299,32 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.delivery.concurrency == 0 {
+            return Err(ConfigError::setting(
+                "delivery.concurrency",
+                "must be at least 1",
+            ));
+        }
+        if self.delivery.attempt_timeout.is_zero() {
+            return Err(ConfigError::setting(
+                "delivery.attempt_timeout",
+                "must be above zero",
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for sub in &self.subscriptions {
+            let problem = crate::fanout::subscriptions::check_url(&sub.url)
+                .err()
+                .or_else(|| crate::ingest::signature::decode_secret(sub.secret.expose()).err())
+                .or_else(|| (!ids.insert(sub.id.as_str())).then(|| "duplicate id".to_owned()))
+                .or_else(|| crate::fanout::subscriptions::check_filter(&sub.filter()).err());
+            if let Some(problem) = problem {
+                return Err(ConfigError(format!(
+                    "subscriptions (id {:?}): {problem}",
+                    sub.id
+                )));
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::setting("log.level", e))?;
         Ok(())
@@ -352,6 +432,22 @@ fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
             .map(Secret::new)
             .collect(),
     })
+}
+
+/// A list of durations, as an array or one comma-separated string.
+fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    list(d)?
+        .iter()
+        .map(|s| {
+            humantime::parse_duration(s.expose()).map_err(|e| {
+                serde::de::Error::custom(format!("{:?} is not a duration ({e})", s.expose()))
+            })
+        })
+        .collect()
+}
+
+fn optional_durations<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Duration>>, D::Error> {
+    durations(d).map(Some)
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -691,7 +691,15 @@ async fn concurrent_deliveries_all_commit_with_unique_sequence_numbers() {
     .await;
 }
 
+use mkio_relay::store::outbox::{
+    AttemptOutcome, AttemptRecord, Claimed, DeliveryRow, ReplayRange, Subscription,
+};
+use mkio_relay::store::StoreError;
 use std::sync::Arc;
+
+fn fail() -> StoreError {
+    StoreError::Database(sqlx::Error::PoolTimedOut)
+}
 
 /// A store whose every write fails, to prove a storage failure is a 503, never a 2xx.
 struct FailingStore;
@@ -732,6 +740,51 @@ impl mkio_relay::store::Store for FailingStore {
     }
     async fn migrate(&self) -> Result<(), mkio_relay::store::StoreError> {
         Ok(())
+    }
+    async fn put_subscription(&self, _: &Subscription) -> Result<(), StoreError> {
+        Err(fail())
+    }
+    async fn subscriptions(&self, _: Option<&str>) -> Result<Vec<Subscription>, StoreError> {
+        Err(fail())
+    }
+    async fn delete_subscription(&self, _: &str) -> Result<bool, StoreError> {
+        Err(fail())
+    }
+    async fn claim_deliveries(&self, _: i64, _: i64, _: i64) -> Result<Vec<Claimed>, StoreError> {
+        Err(fail())
+    }
+    async fn next_delivery_due(&self) -> Result<Option<i64>, StoreError> {
+        Err(fail())
+    }
+    async fn finish_delivery(
+        &self,
+        _: &Claimed,
+        _: &AttemptRecord,
+        _: &AttemptOutcome,
+        _: i64,
+    ) -> Result<bool, StoreError> {
+        Err(fail())
+    }
+    async fn deliveries(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        Err(fail())
+    }
+    async fn retry_delivery(&self, _: i64, _: i64) -> Result<bool, StoreError> {
+        Err(fail())
+    }
+    async fn replay(&self, _: &Subscription, _: &ReplayRange, _: i64) -> Result<u64, StoreError> {
+        Err(fail())
+    }
+    async fn delivery_event(
+        &self,
+        _: i64,
+    ) -> Result<Option<(mkio_relay::store::StoredEvent, Option<Vec<u8>>)>, StoreError> {
+        Err(fail())
     }
     async fn listen_commits(
         &self,

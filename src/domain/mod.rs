@@ -3,4 +3,5 @@
 pub mod event;
 pub mod resource;
 pub mod state;
+pub mod subscription;
 pub mod time;

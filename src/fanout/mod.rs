@@ -2,6 +2,8 @@
 //! publishes events in sequence order), followers (gap-free cursors for SSE and long-polls),
 //! and per-resource wake-ups for waiters.
 
+pub mod dispatcher;
 pub mod feed;
 pub mod follower;
+pub mod subscriptions;
 pub mod waiters;

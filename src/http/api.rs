@@ -1,9 +1,9 @@
-//! The local API router: `/v1/events[/stream]`, `/v1/jobs`, `/v1/resources`, behind an
-//! optional bearer token, plus health.
+//! The local API router: `/v1/events[/stream]`, `/v1/jobs`, `/v1/resources`,
+//! `/v1/subscriptions`, behind an optional bearer token, plus health.
 
 use super::error::{no_route, wrong_method, ApiError};
 use super::health::{self, Health};
-use super::{events, resources};
+use super::{events, resources, subscriptions};
 use crate::config::Config;
 use crate::domain::resource::ResourceKind;
 use crate::fanout::feed::FeedHandle;
@@ -12,10 +12,11 @@ use crate::store::Store;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub struct ApiState {
@@ -29,6 +30,9 @@ pub struct ApiState {
     pub max_page_size: u32,
     pub max_wait: Duration,
     pub keepalive: Duration,
+    pub rotation_overlap: Duration,
+    /// Wakes the dispatcher after a manual retry or a replay.
+    pub dispatcher_wake: Arc<Notify>,
 }
 
 impl ApiState {
@@ -37,6 +41,7 @@ impl ApiState {
         store: Arc<dyn Store>,
         feed: FeedHandle,
         shutdown: CancellationToken,
+        dispatcher_wake: Arc<Notify>,
     ) -> Self {
         let token = if config.api.token.is_empty() {
             SecretSet::default()
@@ -52,6 +57,8 @@ impl ApiState {
             max_page_size: config.api.max_page_size,
             max_wait: config.api.max_wait,
             keepalive: config.api.stream_keepalive,
+            rotation_overlap: config.delivery.secret_rotation_overlap,
+            dispatcher_wake,
         }
     }
 
@@ -98,6 +105,22 @@ pub fn router(state: Arc<ApiState>, health: Health) -> Router {
             "/v1/resources/{kind}/{project}/{name}",
             get(resources::get_resource),
         )
+        .route(
+            "/v1/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            get(subscriptions::get)
+                .patch(subscriptions::update)
+                .delete(subscriptions::delete),
+        )
+        .route(
+            "/v1/subscriptions/{id}/deliveries",
+            get(subscriptions::deliveries),
+        )
+        .route("/v1/subscriptions/{id}/replay", post(subscriptions::replay))
+        .route("/v1/deliveries/{id}/retry", post(subscriptions::retry))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state);
     v1.merge(health::router(health))

@@ -8,4 +8,5 @@ pub mod extract;
 pub mod health;
 pub mod ingest;
 pub mod resources;
-mod views;
+pub mod subscriptions;
+pub mod views;

@@ -1,6 +1,8 @@
 //! The `Store` trait: the use-case operations mkio-relay needs from a database, with SQLite and
 //! Postgres implementations chosen at run time from the database URL.
 
+pub mod outbox;
+mod outbox_sql;
 mod postgres;
 mod projection;
 mod sql;
@@ -12,6 +14,7 @@ pub use sqlite::SqliteStore;
 use crate::domain::event::NewEvent;
 use crate::domain::resource::ResourceKind;
 use async_trait::async_trait;
+use outbox::{AttemptOutcome, AttemptRecord, Claimed, DeliveryRow, ReplayRange, Subscription};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,6 +164,52 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
+    /// Creates or replaces a subscription.
+    async fn put_subscription(&self, sub: &Subscription) -> Result<(), StoreError>;
+    /// Every subscription, or the one with `id`.
+    async fn subscriptions(&self, id: Option<&str>) -> Result<Vec<Subscription>, StoreError>;
+    /// Deletes a subscription with its deliveries; `false` when it did not exist.
+    async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError>;
+    /// Claims up to `limit` due deliveries until `lease_until_ms`, oldest first, at most one
+    /// per subscription and resource at a time.
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Claimed>, StoreError>;
+    /// When the next pending delivery is due (enabled subscriptions only).
+    async fn next_delivery_due(&self) -> Result<Option<i64>, StoreError>;
+    /// Records an attempt; `false` when the claim had expired and nothing was written.
+    async fn finish_delivery(
+        &self,
+        claimed: &Claimed,
+        attempt: &AttemptRecord,
+        outcome: &AttemptOutcome,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// A subscription's deliveries with their attempts, by id after `after_id`.
+    async fn deliveries(
+        &self,
+        subscription_id: &str,
+        state: Option<&str>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>, StoreError>;
+    /// Requeues a delivery with a fresh schedule; `false` when unknown.
+    async fn retry_delivery(&self, id: i64, now_ms: i64) -> Result<bool, StoreError>;
+    /// Queues deliveries of stored events in `range` that match the subscription's filter.
+    async fn replay(
+        &self,
+        sub: &Subscription,
+        range: &ReplayRange,
+        now_ms: i64,
+    ) -> Result<u64, StoreError>;
+    /// The event a delivery carries, with its raw bytes.
+    async fn delivery_event(
+        &self,
+        seq: i64,
+    ) -> Result<Option<(StoredEvent, Option<Vec<u8>>)>, StoreError>;
     /// Calls `on_commit` whenever another process sharing this database commits events, until
     /// `cancel`. Returns at once for a database only this process writes (SQLite).
     async fn listen_commits(

@@ -169,6 +169,8 @@ macro_rules! shared_ops {
         ) -> Result<Vec<$crate::store::Appended>, $crate::store::StoreError> {
             let mut projection = $crate::store::projection::Projection::default();
             let mut outcomes = Vec::with_capacity(events.len());
+            // The outbox: deliveries commit in the same transaction as their event.
+            let subscriptions = enabled_subscriptions(conn).await?;
             for event in events {
                 let sets_state = event.sets_state();
                 if sets_state && projection.needs(&event.key) {
@@ -202,6 +204,26 @@ macro_rules! shared_ops {
                     Some(seq) => {
                         if applied {
                             projection.apply(event, seq);
+                        }
+                        if !subscriptions.is_empty() {
+                            let facts = $crate::domain::subscription::EventFacts {
+                                event_type: &event.event_type,
+                                project: &event.key.project,
+                                kind: event.kind.as_str(),
+                                state: event.state.as_deref(),
+                            };
+                            let k = &event.key;
+                            let resource =
+                                format!("{}/{}/{}/{}", k.kind, k.project, k.parent, k.name);
+                            enqueue(
+                                conn,
+                                &subscriptions,
+                                &facts,
+                                seq,
+                                &resource,
+                                event.received_ms,
+                            )
+                            .await?;
                         }
                         $crate::store::Appended::Stored { seq, applied }
                     }

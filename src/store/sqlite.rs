@@ -1,5 +1,8 @@
 //! SQLite store: WAL, synchronous=FULL, one writer connection and a pool of read-only readers.
 
+use super::outbox::{
+    AttemptOutcome, AttemptRecord, Claimed, DeliveryRow, ReplayRange, Subscription,
+};
 use super::{
     Appended, EventQuery, ResourceQuery, ResourceRow, Store, StoreError, StoreOptions, StoredEvent,
 };
@@ -15,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 mod ops {
     super::super::sql::shared_ops!(sqlx::SqliteConnection);
+    super::super::outbox_sql::outbox_ops!(sqlx::SqliteConnection, "");
 }
 
 pub struct SqliteStore {
@@ -88,6 +92,87 @@ impl Store for SqliteStore {
             .run(&self.writer)
             .await?;
         Ok(())
+    }
+
+    async fn put_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
+        ops::put_subscription(&mut *self.writer.acquire().await?, sub).await
+    }
+
+    async fn subscriptions(&self, id: Option<&str>) -> Result<Vec<Subscription>, StoreError> {
+        ops::subscriptions(&mut *self.readers.acquire().await?, id).await
+    }
+
+    async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let deleted = ops::delete_subscription(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        ops::claim(
+            &mut *self.writer.acquire().await?,
+            now_ms,
+            lease_until_ms,
+            limit,
+        )
+        .await
+    }
+
+    async fn next_delivery_due(&self) -> Result<Option<i64>, StoreError> {
+        ops::next_due(&mut *self.readers.acquire().await?).await
+    }
+
+    async fn finish_delivery(
+        &self,
+        claimed: &Claimed,
+        attempt: &AttemptRecord,
+        outcome: &AttemptOutcome,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let done = ops::finish(&mut tx, claimed, attempt, outcome, now_ms).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn deliveries(
+        &self,
+        subscription_id: &str,
+        state: Option<&str>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let mut conn = self.readers.acquire().await?;
+        ops::deliveries(&mut conn, subscription_id, state, after_id, limit).await
+    }
+
+    async fn retry_delivery(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        ops::retry_delivery(&mut *self.writer.acquire().await?, id, now_ms).await
+    }
+
+    async fn replay(
+        &self,
+        sub: &Subscription,
+        range: &ReplayRange,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let queued = ops::replay(&mut tx, sub, range, now_ms).await?;
+        tx.commit().await?;
+        Ok(queued)
+    }
+
+    async fn delivery_event(
+        &self,
+        seq: i64,
+    ) -> Result<Option<(StoredEvent, Option<Vec<u8>>)>, StoreError> {
+        ops::delivery_event(&mut *self.readers.acquire().await?, seq).await
     }
 
     async fn listen_commits(

@@ -340,3 +340,215 @@ pub fn job_event(id: &str, job: &str, state: &str) -> serde_json::Value {
                  "resource": {"name": job, "properties": {"state": state}}}
     })
 }
+
+/// What the test receiver answers to one request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<&'static str>,
+    pub delay: Duration,
+    pub location: Option<&'static str>,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            retry_after: None,
+            delay: Duration::ZERO,
+            location: None,
+        }
+    }
+}
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub webhook_id: String,
+    pub timestamp: i64,
+    pub signature: String,
+    pub body: Vec<u8>,
+    pub at: std::time::Instant,
+    pub answered: u16,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("delivery body is JSON")
+    }
+
+    /// Whether one `v1` entry is HMAC-SHA256 of `{id}.{timestamp}.{body}` under `secret`,
+    /// computed here independently of the relay's signing code.
+    pub fn signed_with(&self, secret: &str) -> bool {
+        use base64::Engine;
+        use hmac::Mac;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(secret.strip_prefix("whsec_").expect("whsec_ secret"))
+            .expect("base64 secret");
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{}.{}.", self.webhook_id, self.timestamp).as_bytes());
+        mac.update(&self.body);
+        let expected = format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        );
+        self.signature.split(' ').any(|s| s == expected)
+    }
+}
+
+/// A webhook receiver on port 0 that answers from a script (then 200) and records everything.
+pub struct Receiver {
+    pub url: String,
+    script: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Reply>>>,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    task: JoinHandle<()>,
+}
+
+impl Receiver {
+    pub async fn start(script: Vec<Reply>) -> Self {
+        Self::start_on("127.0.0.1:0", script).await
+    }
+
+    pub async fn start_on(addr: &str, script: Vec<Reply>) -> Self {
+        use axum::extract::State;
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::response::IntoResponse;
+        type Shared = (
+            std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Reply>>>,
+            std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+        );
+        async fn hook(
+            State((script, received)): State<Shared>,
+            headers: HeaderMap,
+            body: axum::body::Bytes,
+        ) -> axum::response::Response {
+            let reply = script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Reply::status(200));
+            let header = |n: &str| {
+                headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            received.lock().unwrap().push(Received {
+                webhook_id: header("webhook-id"),
+                timestamp: header("webhook-timestamp").parse().unwrap_or(0),
+                signature: header("webhook-signature"),
+                body: body.to_vec(),
+                at: std::time::Instant::now(),
+                answered: reply.status,
+            });
+            if !reply.delay.is_zero() {
+                tokio::time::sleep(reply.delay).await;
+            }
+            let mut response = StatusCode::from_u16(reply.status).unwrap().into_response();
+            if let Some(ra) = reply.retry_after {
+                response
+                    .headers_mut()
+                    .insert("retry-after", ra.parse().unwrap());
+            }
+            if let Some(loc) = reply.location {
+                response
+                    .headers_mut()
+                    .insert("location", loc.parse().unwrap());
+            }
+            response
+        }
+        let script = std::sync::Arc::new(std::sync::Mutex::new(script.into_iter().collect()));
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(hook))
+            .with_state((script.clone(), received.clone()));
+        let listener = TcpListener::bind(addr).await.expect("bind receiver");
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url,
+            script,
+            received,
+            task,
+        }
+    }
+
+    pub fn push(&self, reply: Reply) {
+        self.script.lock().unwrap().push_back(reply);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// The requests answered 2xx.
+    pub fn delivered(&self) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| (200..300).contains(&r.answered))
+            .collect()
+    }
+
+    /// Waits until at least `n` requests were answered 2xx, or panics after `timeout`.
+    pub async fn wait_delivered(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let got = self.delivered();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {n} deliveries within {timeout:?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops answering (connections are refused from now on).
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl TestServer {
+    /// POSTs JSON to an API path; returns status and JSON body (Null when empty).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self.client.request(method, format!("{}{}", self.api, path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        (
+            status,
+            if text.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_str(&text).expect("JSON")
+            },
+        )
+    }
+
+    /// Creates a subscription and returns (id, secret).
+    pub async fn subscribe(&self, body: serde_json::Value) -> (String, String) {
+        let (status, created) = self
+            .send(reqwest::Method::POST, "/v1/subscriptions", Some(body))
+            .await;
+        assert_eq!(status, 201, "{created}");
+        (
+            created["id"].as_str().unwrap().to_owned(),
+            created["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+}

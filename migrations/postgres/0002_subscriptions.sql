@@ -1,0 +1,43 @@
+-- Outbound subscriptions, their deliveries (the transactional outbox) and delivery attempts.
+CREATE TABLE subscriptions (
+    id                      TEXT    PRIMARY KEY,
+    url                     TEXT    NOT NULL,
+    filter                  TEXT    NOT NULL,  -- JSON {"types","projects","kinds","states"}
+    enabled                 BOOLEAN NOT NULL,
+    retry_schedule          TEXT,              -- JSON array of milliseconds; NULL: the default
+    secret                  TEXT    NOT NULL,  -- whsec_...
+    previous_secret         TEXT,              -- still signing until previous_secret_until_ms
+    previous_secret_until_ms BIGINT,
+    disabled_reason         TEXT,
+    origin                  TEXT    NOT NULL,  -- api | config
+    created_ms              BIGINT  NOT NULL,
+    updated_ms              BIGINT  NOT NULL
+);
+
+CREATE TABLE deliveries (
+    id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    subscription_id TEXT    NOT NULL,
+    seq             BIGINT  NOT NULL,          -- the event
+    resource        TEXT    NOT NULL,          -- ordering key: one at a time per resource
+    state           TEXT    NOT NULL,          -- pending | delivered | dead
+    attempts        BIGINT  NOT NULL,          -- attempts made, ever
+    schedule_pos    BIGINT  NOT NULL,          -- failures since the last (re)start of the schedule
+    next_attempt_ms BIGINT  NOT NULL,
+    lease_until_ms  BIGINT  NOT NULL,          -- claimed by a dispatcher until then
+    last_status     BIGINT,
+    last_error      TEXT,
+    created_ms      BIGINT  NOT NULL,
+    updated_ms      BIGINT  NOT NULL
+);
+CREATE INDEX deliveries_due ON deliveries (state, next_attempt_ms);
+CREATE INDEX deliveries_order ON deliveries (subscription_id, resource, seq);
+
+CREATE TABLE delivery_attempts (
+    delivery_id BIGINT  NOT NULL,
+    attempt     BIGINT  NOT NULL,
+    started_ms  BIGINT  NOT NULL,
+    status      BIGINT,                        -- NULL: no HTTP answer (timeout, refused, ...)
+    latency_ms  BIGINT  NOT NULL,
+    error       TEXT,
+    PRIMARY KEY (delivery_id, attempt)
+);

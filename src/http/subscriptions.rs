@@ -1,0 +1,295 @@
+//! `/v1/subscriptions` (outbound webhooks: create, list, change, delete), their deliveries,
+//! manual retry and replay.
+
+use super::api::ApiState;
+use super::error::ApiError;
+use super::extract::{ApiPath, ApiQuery};
+use crate::domain::subscription::Filter;
+use crate::domain::time::{format_ms, now_ms, parse_rfc3339_ms};
+use crate::fanout::subscriptions::{self, NewSubscription, Patch, SubscriptionError};
+use crate::store::outbox::{DeliveryRow, ReplayRange, Subscription};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+impl From<SubscriptionError> for ApiError {
+    fn from(e: SubscriptionError) -> Self {
+        match e {
+            SubscriptionError::Invalid(m) => ApiError::bad_request("invalid_subscription", m),
+            SubscriptionError::NotFound(id) => ApiError::not_found(format!("no subscription {id}")),
+            e @ SubscriptionError::FromConfig(_) => {
+                ApiError::new(StatusCode::CONFLICT, "declared_in_config", e.to_string())
+            }
+            SubscriptionError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A JSON body; a bad one is a 400 `invalid_body` naming the problem.
+fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(v)| v)
+        .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))
+}
+
+/// A subscription as the API shows it. The secret appears only when `secret` is given (at
+/// creation and rotation).
+fn view(sub: &Subscription, secret: Option<&str>) -> Value {
+    let mut v = json!({
+        "id": sub.id,
+        "url": sub.url,
+        "filter": sub.filter,
+        "enabled": sub.enabled,
+        "disabled_reason": sub.disabled_reason,
+        "retry_schedule": sub.retry_schedule.as_ref().map(|s| {
+            s.iter().map(|d| humantime::format_duration(*d).to_string()).collect::<Vec<_>>()
+        }),
+        "origin": sub.origin,
+        "previous_secret_valid_until": sub.previous_secret_until_ms.map(format_ms),
+        "created_at": format_ms(sub.created_ms),
+        "updated_at": format_ms(sub.updated_ms),
+    });
+    if let Some(secret) = secret {
+        v["secret"] = json!(secret);
+    }
+    v
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    url: String,
+    #[serde(default)]
+    filter: Filter,
+    #[serde(default = "yes")]
+    enabled: bool,
+    retry_schedule: Option<Vec<String>>,
+    secret: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub async fn create(
+    State(s): State<Arc<ApiState>>,
+    request: Result<Json<CreateBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let b = body(request)?;
+    let retry_schedule = b
+        .retry_schedule
+        .as_deref()
+        .map(subscriptions::parse_schedule)
+        .transpose()
+        .map_err(|m| ApiError::bad_request("invalid_subscription", m))?;
+    let sub = subscriptions::create(
+        s.store.as_ref(),
+        NewSubscription {
+            url: b.url,
+            filter: b.filter,
+            enabled: b.enabled,
+            retry_schedule,
+            secret: b.secret,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(view(&sub, Some(&sub.secret)))))
+}
+
+pub async fn list(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+    let subs = s.store.subscriptions(None).await?;
+    Ok(Json(json!({
+        "subscriptions": subs.iter().map(|s| view(s, None)).collect::<Vec<_>>()
+    })))
+}
+
+pub async fn get(
+    State(s): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(view(
+        &subscriptions::get(s.store.as_ref(), &id).await?,
+        None,
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    url: Option<String>,
+    filter: Option<Filter>,
+    enabled: Option<bool>,
+    /// `null` returns to the default schedule; absent leaves it.
+    #[serde(default, deserialize_with = "present")]
+    retry_schedule: Option<Option<Vec<String>>>,
+    #[serde(default)]
+    rotate_secret: bool,
+}
+
+/// Distinguishes a field given as `null` (`Some(None)`) from an absent one (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<Vec<String>>>, D::Error> {
+    Option::<Vec<String>>::deserialize(d).map(Some)
+}
+
+pub async fn update(
+    State(s): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<String>,
+    request: Result<Json<PatchBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let b = body(request)?;
+    let retry_schedule = match b.retry_schedule {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(list)) => {
+            Some(Some(subscriptions::parse_schedule(&list).map_err(|m| {
+                ApiError::bad_request("invalid_subscription", m)
+            })?))
+        }
+    };
+    let patch = Patch {
+        url: b.url,
+        filter: b.filter,
+        enabled: b.enabled,
+        retry_schedule,
+        rotate_secret: b.rotate_secret,
+    };
+    let sub = subscriptions::update(s.store.as_ref(), &id, patch, s.rotation_overlap).await?;
+    Ok(Json(view(
+        &sub,
+        b.rotate_secret.then_some(sub.secret.as_str()),
+    )))
+}
+
+pub async fn delete(
+    State(s): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    subscriptions::delete(s.store.as_ref(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn delivery_view(d: &DeliveryRow) -> Value {
+    json!({
+        "id": d.id,
+        "subscription_id": d.subscription_id,
+        "seq": d.seq,
+        "resource": d.resource,
+        "state": d.state,
+        "attempts": d.attempts,
+        "next_attempt_at": (d.state == "pending").then(|| format_ms(d.next_attempt_ms)),
+        "last_status": d.last_status,
+        "last_error": d.last_error,
+        "created_at": format_ms(d.created_ms),
+        "updated_at": format_ms(d.updated_ms),
+        "attempt_log": d.attempt_log.iter().map(|a| json!({
+            "attempt": a.attempt,
+            "at": format_ms(a.started_ms),
+            "status": a.status,
+            "latency_ms": a.latency_ms,
+            "error": a.error,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesParams {
+    state: Option<String>,
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+pub async fn deliveries(
+    State(s): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(p): ApiQuery<DeliveriesParams>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(state) = p.state.as_deref() {
+        if !matches!(state, "pending" | "delivered" | "dead") {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "`state` is one of pending, delivered, dead",
+            ));
+        }
+    }
+    subscriptions::get(s.store.as_ref(), &id).await?;
+    let limit = s.page_size(p.limit)?;
+    let rows = s
+        .store
+        .deliveries(
+            &id,
+            p.state.as_deref(),
+            p.after.unwrap_or(0),
+            i64::from(limit),
+        )
+        .await?;
+    let next_after = rows.last().map(|d| d.id);
+    Ok(Json(json!({
+        "deliveries": rows.iter().map(delivery_view).collect::<Vec<_>>(),
+        "next_after": next_after,
+    })))
+}
+
+pub async fn retry(
+    State(s): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if !s.store.retry_delivery(id, now_ms()).await? {
+        return Err(ApiError::not_found(format!("no delivery {id}")));
+    }
+    s.dispatcher_wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "state": "pending"})),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayBody {
+    after_seq: Option<i64>,
+    since: Option<String>,
+}
+
+pub async fn replay(
+    State(s): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<String>,
+    request: Result<Json<ReplayBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let b = body(request)?;
+    if b.after_seq.is_none() && b.since.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "give `after_seq` (a sequence number) or `since` (an RFC 3339 time), or both",
+        ));
+    }
+    let since_ms = b
+        .since
+        .as_deref()
+        .map(|t| {
+            parse_rfc3339_ms(t).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_body",
+                    format!("`since` is not an RFC 3339 time: {t:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    let sub = subscriptions::get(s.store.as_ref(), &id).await?;
+    let range = ReplayRange {
+        after_seq: b.after_seq.unwrap_or(0).max(0),
+        since_ms,
+    };
+    let queued = s.store.replay(&sub, &range, now_ms()).await?;
+    s.dispatcher_wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"subscription_id": id, "queued": queued})),
+    ))
+}
