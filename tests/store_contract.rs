@@ -412,3 +412,88 @@ async fn commits_are_announced_to_other_processes() {
     cancel.cancel();
     listener.await.unwrap().unwrap();
 }
+
+/// A batch larger than one multi-row statement, with duplicates inside it and against the
+/// store, keeps every rule.
+#[tokio::test]
+async fn large_batches_are_chunked_correctly() {
+    each_backend(|db| async move {
+        let store = open(&db).await;
+        store
+            .append(&[event(
+                "dup-0",
+                "/api/v1/projects/p/transforms/t/jobs/j0",
+                "MediaKind.JobFinished",
+                "Finished",
+                "2025-01-01T00:00:05Z",
+            )])
+            .await
+            .unwrap();
+        let mut batch = Vec::new();
+        for i in 0..1300 {
+            let job = i % 650; // two events per job
+            let source = format!("/api/v1/projects/p/transforms/t/jobs/j{job}");
+            let (t, state) = if i < 650 {
+                ("MediaKind.JobStarted", "Processing")
+            } else {
+                ("MediaKind.JobFinished", "Finished")
+            };
+            batch.push(event(
+                &format!("e{i}"),
+                &source,
+                t,
+                state,
+                "2025-01-01T00:00:01Z",
+            ));
+        }
+        batch.push(batch[5].clone()); // a duplicate inside the batch
+        batch.push(event(
+            "dup-0",
+            "/api/v1/projects/p/transforms/t/jobs/j0",
+            "MediaKind.JobFinished",
+            "Finished",
+            "2025-01-01T00:00:05Z",
+        ));
+        let out = store.append(&batch).await.unwrap();
+        assert_eq!(
+            out.iter()
+                .filter(|o| matches!(o, Appended::Stored { .. }))
+                .count(),
+            1300
+        );
+        assert_eq!(out[1300], Appended::Duplicate);
+        assert_eq!(out[1301], Appended::Duplicate);
+        let seqs: Vec<i64> = out
+            .iter()
+            .filter_map(|o| match o {
+                Appended::Stored { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "sequence follows batch order"
+        );
+        let rows = store
+            .resources(&ResourceQuery {
+                kind: Some(ResourceKind::Job),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 650);
+        assert!(
+            rows.iter().all(|r| r.state == "Finished"),
+            "every job ends Finished"
+        );
+        let j7 = rows.iter().find(|r| r.name == "j7").unwrap();
+        assert_eq!(
+            Some(j7.last_seq),
+            seqs.get(657).copied(),
+            "last_seq is the real sequence number"
+        );
+        assert_eq!(j7.previous_state.as_deref(), Some("Processing"));
+    })
+    .await;
+}

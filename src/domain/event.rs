@@ -151,6 +151,8 @@ pub struct NewEvent {
     pub previous_state: Option<String>,
     pub state: Option<String>,
     pub data: Value,
+    /// `data` serialized, done when the event is decoded rather than in the serial writer.
+    pub data_text: String,
     /// What the resource row keeps when this event sets its state (outputs, correlation, ...).
     pub details: Value,
     pub raw: Vec<u8>,
@@ -192,6 +194,7 @@ impl NewEvent {
             .map(text_column);
         let previous_state = str_at(&event.data, &["previousState"]).map(text_column);
         let details = resource_details(&key, resource);
+        let data_text = event.data.to_string();
         Self {
             id: event.id,
             event_type: event.event_type,
@@ -205,6 +208,7 @@ impl NewEvent {
             previous_state,
             state,
             data: event.data,
+            data_text,
             details,
             raw,
             origin,

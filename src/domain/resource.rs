@@ -101,6 +101,14 @@ pub struct ResourceKey {
 }
 
 impl ResourceKey {
+    /// One string that orders deliveries per resource: `kind/project/parent/name`.
+    pub fn ordering_key(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.kind, self.project, self.parent, self.name
+        )
+    }
+
     /// The key fields as the API shows them (`project`, `transform`, `job` for a job, ...).
     pub fn fields(&self) -> Value {
         match self.kind {

@@ -95,8 +95,19 @@ impl Feed {
         }
     }
 
-    /// Publishes every committed event after the current head, in order.
+    /// Publishes every committed event after the current head, in order. With nobody
+    /// following or waiting it only moves the head: a follower that arrives later reads the
+    /// store from its own position anyway.
     pub async fn run_once(&self) -> Result<(), crate::store::StoreError> {
+        if self.events.receiver_count() == 0 && self.waiters.is_empty() {
+            let top = self.store.last_seq().await?;
+            self.head.send_if_modified(|head| {
+                let newer = top > *head;
+                *head = (*head).max(top);
+                newer
+            });
+            return Ok(());
+        }
         loop {
             let after = *self.head.borrow();
             let page = self

@@ -63,7 +63,9 @@ impl Waiters {
             .count()
     }
 
+    /// Whether nobody waits at all (stops at the first live waiter).
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        !inner.by_key.values().any(|w| w.strong_count() > 0)
     }
 }

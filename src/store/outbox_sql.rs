@@ -22,6 +22,11 @@ pub(super) const INSERT_DELIVERY: &str = "INSERT INTO deliveries (subscription_i
      state, attempts, schedule_pos, next_attempt_ms, lease_until_ms, created_ms, updated_ms) \
      VALUES ($1, $2, $3, 'pending', 0, 0, $4, 0, $4, $4)";
 
+/// Followed by `VALUES (sub, seq, resource, 'pending', 0, 0, now, 0, now, now), ...`.
+pub(super) const INSERT_DELIVERIES_HEAD: &str = "INSERT INTO deliveries (subscription_id, seq, \
+     resource, state, attempts, schedule_pos, next_attempt_ms, lease_until_ms, created_ms, \
+     updated_ms) ";
+
 /// A pending delivery is due when its time has come, no dispatcher holds it, its subscription
 /// is enabled, and no earlier delivery of the same subscription and resource is still pending.
 macro_rules! claim_sql {
@@ -168,27 +173,6 @@ macro_rules! outbox_ops {
             .fetch_all(&mut *conn)
             .await?;
             rows.into_iter().map(Subscription::try_from).collect()
-        }
-
-        /// Queues one delivery of event `seq` to each subscription whose filter matches.
-        pub async fn enqueue(
-            conn: &mut $conn,
-            subscriptions: &[Subscription],
-            facts: &$crate::domain::subscription::EventFacts<'_>,
-            seq: i64,
-            resource: &str,
-            now_ms: i64,
-        ) -> Result<(), $crate::store::StoreError> {
-            for sub in subscriptions.iter().filter(|s| s.filter.matches(facts)) {
-                sqlx::query(q::INSERT_DELIVERY)
-                    .bind(sub.id.as_str())
-                    .bind(seq)
-                    .bind(resource)
-                    .bind(now_ms)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok(())
         }
 
         pub async fn put_subscription(

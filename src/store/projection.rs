@@ -7,6 +7,13 @@ use crate::domain::resource::ResourceKey;
 use crate::domain::state::{supersedes, Observation};
 use std::collections::HashMap;
 
+/// A stand-in for the sequence number of the batch's `index`th event until it is inserted.
+/// Negative, so it never collides with a real one; ordering never compares it (a new event
+/// always compares as the newest).
+pub(super) fn provisional(index: usize) -> i64 {
+    -(index as i64) - 1
+}
+
 /// Resources touched by the current batch: their state after the events seen so far, and
 /// whether that state must be written back.
 #[derive(Default)]
@@ -15,12 +22,8 @@ pub(super) struct Projection {
 }
 
 impl Projection {
-    /// Whether `key` still needs its current row loaded from the database.
-    pub fn needs(&self, key: &ResourceKey) -> bool {
-        !self.rows.contains_key(key)
-    }
-
-    /// Records the row loaded from the database (`None` when the resource is new).
+    /// Records the row loaded from the database (`None` when the resource is new); a key
+    /// already recorded keeps its first row.
     pub fn load(&mut self, key: ResourceKey, row: Option<ResourceRow>) {
         self.rows.entry(key).or_insert((row, false));
     }
@@ -77,6 +80,18 @@ impl Projection {
             }),
             true,
         );
+    }
+
+    /// Replaces provisional sequence numbers (see [`provisional`]) with the real ones:
+    /// `seq_of(i)` is the number the insert gave the batch's `i`th event.
+    pub fn resolve(&mut self, seq_of: impl Fn(usize) -> i64) {
+        for (row, dirty) in self.rows.values_mut() {
+            if let (Some(row), true) = (row, *dirty) {
+                if row.last_seq < 0 {
+                    row.last_seq = seq_of((-row.last_seq - 1) as usize);
+                }
+            }
+        }
     }
 
     /// The rows that changed, to upsert before commit.

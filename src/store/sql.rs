@@ -20,11 +20,12 @@ macro_rules! resource_columns {
     };
 }
 
-pub(super) const SELECT_RESOURCE: &str = concat!(
-    "SELECT ",
-    resource_columns!(),
-    " FROM resources WHERE kind = $1 AND project = $2 AND parent = $3 AND name = $4"
-);
+pub(super) use resource_columns;
+
+/// Events per multi-row insert (17 parameters each; SQLite allows 32,766 per statement).
+pub(super) const CHUNK_EVENTS: usize = 500;
+/// Rows per multi-row lookup or write of narrower rows.
+pub(super) const CHUNK_KEYS: usize = 1000;
 
 // Optional filters bind NULL to mean "any", so each statement's text is fixed and cached.
 pub(super) const SELECT_EVENTS: &str = concat!(
@@ -44,16 +45,17 @@ pub(super) const SELECT_RESOURCES: &str = concat!(
      ORDER BY kind, project, parent, name LIMIT $10"
 );
 
-pub(super) const INSERT_EVENT: &str =
-    "INSERT INTO events (event_id, source, type, time, event_ms, \
-     received_ms, project, kind, resource_kind, parent, name, previous_state, state, applied, \
-     origin, data, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-     $16, $17) ON CONFLICT (source, event_id) DO NOTHING RETURNING seq";
+/// Followed by `VALUES (...), ...` and the conflict clause.
+pub(super) const INSERT_EVENTS: &str = "INSERT INTO events (event_id, source, type, time, \
+     event_ms, received_ms, project, kind, resource_kind, parent, name, previous_state, state, \
+     applied, origin, data, raw) ";
 
-pub(super) const UPSERT_RESOURCE: &str =
-    "INSERT INTO resources (kind, project, parent, name, state, \
-     previous_state, version_ms, event_ms, last_seq, created_ms, updated_ms, details) VALUES ($1, \
-     $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (kind, project, parent, name) DO \
+/// `VALUES (...), ...` go between head and tail.
+pub(super) const UPSERT_RESOURCES_HEAD: &str = "INSERT INTO resources (kind, project, parent, \
+     name, state, previous_state, version_ms, event_ms, last_seq, created_ms, updated_ms, \
+     details) ";
+
+pub(super) const UPSERT_RESOURCES_TAIL: &str = " ON CONFLICT (kind, project, parent, name) DO \
      UPDATE SET state = excluded.state, previous_state = excluded.previous_state, version_ms = \
      excluded.version_ms, event_ms = excluded.event_ms, last_seq = excluded.last_seq, \
      updated_ms = excluded.updated_ms, details = excluded.details";
@@ -146,106 +148,207 @@ impl TryFrom<ResourceDbRow> for ResourceRow {
 /// Defines the shared operations for one backend's connection type `$conn`, inside the module
 /// that invokes it.
 macro_rules! shared_ops {
-    ($conn:ty) => {
-        async fn load_resource(
-            conn: &mut $conn,
-            key: &$crate::domain::resource::ResourceKey,
-        ) -> Result<Option<$crate::store::ResourceRow>, $crate::store::StoreError> {
-            let row: Option<$crate::store::sql::ResourceDbRow> =
-                sqlx::query_as($crate::store::sql::SELECT_RESOURCE)
-                    .bind(key.kind.as_str())
-                    .bind(key.project.as_str())
-                    .bind(key.parent.as_str())
-                    .bind(key.name.as_str())
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            row.map($crate::store::ResourceRow::try_from).transpose()
-        }
-
-        /// Appends a batch inside the caller's transaction (see [`super::Store::append`]).
+    ($conn:ty, $db:ty) => {
+        /// Appends a batch inside the caller's transaction (see [`super::Store::append`]), in a
+        /// constant number of statements: look up stored `(source, id)` pairs and the touched
+        /// resources, decide in memory, then insert events, upsert resources and queue
+        /// deliveries with multi-row statements.
         pub async fn append(
             conn: &mut $conn,
             events: &[$crate::domain::event::NewEvent],
         ) -> Result<Vec<$crate::store::Appended>, $crate::store::StoreError> {
-            let mut projection = $crate::store::projection::Projection::default();
-            let mut outcomes = Vec::with_capacity(events.len());
-            // The outbox: deliveries commit in the same transaction as their event.
-            let subscriptions = enabled_subscriptions(conn).await?;
-            for event in events {
-                let sets_state = event.sets_state();
-                if sets_state && projection.needs(&event.key) {
-                    let row = load_resource(conn, &event.key).await?;
-                    projection.load(event.key.clone(), row);
-                }
-                let applied = sets_state && projection.would_apply(event);
-                let data = event.data.to_string();
-                let seq: Option<i64> = sqlx::query_scalar($crate::store::sql::INSERT_EVENT)
-                    .bind(event.id.as_str())
-                    .bind(event.source.as_str())
-                    .bind(event.event_type.as_str())
-                    .bind(event.time.as_deref())
-                    .bind(event.event_ms)
-                    .bind(event.received_ms)
-                    .bind(event.key.project.as_str())
-                    .bind(event.kind.as_str())
-                    .bind(event.key.kind.as_str())
-                    .bind(event.key.parent.as_str())
-                    .bind(event.key.name.as_str())
-                    .bind(event.previous_state.as_deref())
-                    .bind(event.state.as_deref())
-                    .bind(applied)
-                    .bind(event.origin.as_str())
-                    .bind(data.as_str())
-                    .bind(event.raw.as_slice())
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                outcomes.push(match seq {
-                    None => $crate::store::Appended::Duplicate,
-                    Some(seq) => {
-                        if applied {
-                            projection.apply(event, seq);
-                        }
-                        if !subscriptions.is_empty() {
-                            let facts = $crate::domain::subscription::EventFacts {
-                                event_type: &event.event_type,
-                                project: &event.key.project,
-                                kind: event.kind.as_str(),
-                                state: event.state.as_deref(),
-                            };
-                            let k = &event.key;
-                            let resource =
-                                format!("{}/{}/{}/{}", k.kind, k.project, k.parent, k.name);
-                            enqueue(
-                                conn,
-                                &subscriptions,
-                                &facts,
-                                seq,
-                                &resource,
-                                event.received_ms,
-                            )
-                            .await?;
-                        }
-                        $crate::store::Appended::Stored { seq, applied }
-                    }
-                });
+            use std::collections::{HashMap, HashSet};
+            use $crate::store::sql::{CHUNK_EVENTS, CHUNK_KEYS};
+            use $crate::store::Appended;
+            type Qb<'a> = sqlx::QueryBuilder<'a, $db>;
+
+            if events.is_empty() {
+                return Ok(Vec::new());
             }
-            for row in projection.changed() {
-                let details = row.details.to_string();
-                sqlx::query($crate::store::sql::UPSERT_RESOURCE)
-                    .bind(row.kind.as_str())
-                    .bind(row.project.as_str())
-                    .bind(row.parent.as_str())
-                    .bind(row.name.as_str())
-                    .bind(row.state.as_str())
-                    .bind(row.previous_state.as_deref())
-                    .bind(row.version_ms)
-                    .bind(row.event_ms)
-                    .bind(row.last_seq)
-                    .bind(row.created_ms)
-                    .bind(row.updated_ms)
-                    .bind(details.as_str())
-                    .execute(&mut *conn)
-                    .await?;
+            let subscriptions = enabled_subscriptions(conn).await?;
+            // 1. Which events are stored already.
+            let mut seen: HashSet<(String, String)> = HashSet::new();
+            let pairs: Vec<(&str, &str)> = events
+                .iter()
+                .map(|e| (e.source.as_str(), e.id.as_str()))
+                .collect();
+            for chunk in pairs.chunks(CHUNK_KEYS) {
+                let mut qb = Qb::new("SELECT e.source, e.event_id FROM (");
+                qb.push_values(chunk, |mut b, (source, id)| {
+                    b.push_bind(*source).push_bind(*id);
+                });
+                qb.push(") AS v JOIN events e ON e.source = v.column1 AND e.event_id = v.column2");
+                let found: Vec<(String, String)> =
+                    qb.build_query_as().fetch_all(&mut *conn).await?;
+                seen.extend(found);
+            }
+
+            // 2. The current rows of the resources whose state may change.
+            let mut projection = $crate::store::projection::Projection::default();
+            let mut keys: Vec<&$crate::domain::resource::ResourceKey> = Vec::new();
+            let mut key_set = HashSet::new();
+            for e in events.iter().filter(|e| e.sets_state()) {
+                if key_set.insert(&e.key) {
+                    keys.push(&e.key);
+                }
+            }
+            for chunk in keys.chunks(CHUNK_KEYS) {
+                let mut qb = Qb::new(concat!(
+                    "SELECT ",
+                    $crate::store::sql::resource_columns!(),
+                    " FROM ("
+                ));
+                qb.push_values(chunk, |mut b, k| {
+                    b.push_bind(k.kind.as_str())
+                        .push_bind(k.project.as_str())
+                        .push_bind(k.parent.as_str())
+                        .push_bind(k.name.as_str());
+                });
+                qb.push(
+                    ") AS v JOIN resources r ON r.kind = v.column1 AND r.project = v.column2 \
+                     AND r.parent = v.column3 AND r.name = v.column4",
+                );
+                let rows: Vec<$crate::store::sql::ResourceDbRow> =
+                    qb.build_query_as().fetch_all(&mut *conn).await?;
+                for row in rows {
+                    let row = $crate::store::ResourceRow::try_from(row)?;
+                    let key = $crate::domain::resource::ResourceKey {
+                        kind: row.kind,
+                        project: row.project.clone(),
+                        parent: row.parent.clone(),
+                        name: row.name.clone(),
+                    };
+                    projection.load(key, Some(row));
+                }
+            }
+            for key in keys {
+                projection.load(key.clone(), None);
+            }
+
+            // 3. Decide in batch order: duplicates, and which events become current state.
+            // Resource rows get provisional sequence numbers until the inserts assign real ones.
+            let mut fresh: Vec<(usize, bool)> = Vec::with_capacity(events.len());
+            for (i, e) in events.iter().enumerate() {
+                if !seen.insert((e.source.clone(), e.id.clone())) {
+                    continue;
+                }
+                let applied = e.sets_state() && projection.would_apply(e);
+                if applied {
+                    projection.apply(e, $crate::store::projection::provisional(i));
+                }
+                fresh.push((i, applied));
+            }
+
+            // 4. Insert the new events.
+            let mut seqs: HashMap<(String, String), i64> = HashMap::with_capacity(fresh.len());
+            for chunk in fresh.chunks(CHUNK_EVENTS) {
+                let mut qb = Qb::new($crate::store::sql::INSERT_EVENTS);
+                qb.push_values(chunk, |mut b, (i, applied)| {
+                    let e = &events[*i];
+                    b.push_bind(e.id.as_str())
+                        .push_bind(e.source.as_str())
+                        .push_bind(e.event_type.as_str())
+                        .push_bind(e.time.as_deref())
+                        .push_bind(e.event_ms)
+                        .push_bind(e.received_ms)
+                        .push_bind(e.key.project.as_str())
+                        .push_bind(e.kind.as_str())
+                        .push_bind(e.key.kind.as_str())
+                        .push_bind(e.key.parent.as_str())
+                        .push_bind(e.key.name.as_str())
+                        .push_bind(e.previous_state.as_deref())
+                        .push_bind(e.state.as_deref())
+                        .push_bind(*applied)
+                        .push_bind(e.origin.as_str())
+                        .push_bind(e.data_text.as_str())
+                        .push_bind(e.raw.as_slice());
+                });
+                qb.push(
+                    " ON CONFLICT (source, event_id) DO NOTHING RETURNING seq, source, event_id",
+                );
+                let rows: Vec<(i64, String, String)> =
+                    qb.build_query_as().fetch_all(&mut *conn).await?;
+                for (seq, source, id) in rows {
+                    seqs.insert((source, id), seq);
+                }
+            }
+            let mut outcomes = vec![Appended::Duplicate; events.len()];
+            let mut seq_of = vec![0i64; events.len()];
+            for (i, applied) in &fresh {
+                let e = &events[*i];
+                // Appends are serialized (one writer; an advisory lock on Postgres), so an event
+                // not found in step 1 cannot conflict here; if it did, fail the whole batch.
+                let seq = *seqs.get(&(e.source.clone(), e.id.clone())).ok_or_else(|| {
+                    $crate::store::StoreError::Corrupt(format!(
+                        "event ({}, {}) was stored concurrently",
+                        e.source, e.id
+                    ))
+                })?;
+                seq_of[*i] = seq;
+                outcomes[*i] = Appended::Stored {
+                    seq,
+                    applied: *applied,
+                };
+            }
+
+            // 5. Write the changed resources.
+            projection.resolve(|i| seq_of[i]);
+            let changed: Vec<$crate::store::ResourceRow> = projection.changed().collect();
+            for chunk in changed.chunks(CHUNK_KEYS / 4) {
+                let details: Vec<String> = chunk.iter().map(|r| r.details.to_string()).collect();
+                let mut qb = Qb::new($crate::store::sql::UPSERT_RESOURCES_HEAD);
+                qb.push_values(chunk.iter().zip(&details), |mut b, (r, details)| {
+                    b.push_bind(r.kind.as_str())
+                        .push_bind(r.project.as_str())
+                        .push_bind(r.parent.as_str())
+                        .push_bind(r.name.as_str())
+                        .push_bind(r.state.as_str())
+                        .push_bind(r.previous_state.as_deref())
+                        .push_bind(r.version_ms)
+                        .push_bind(r.event_ms)
+                        .push_bind(r.last_seq)
+                        .push_bind(r.created_ms)
+                        .push_bind(r.updated_ms)
+                        .push_bind(details.as_str());
+                });
+                qb.push($crate::store::sql::UPSERT_RESOURCES_TAIL);
+                qb.build().execute(&mut *conn).await?;
+            }
+
+            // 6. The outbox: deliveries commit in the same transaction as their event.
+            if !subscriptions.is_empty() {
+                let mut rows: Vec<(&str, i64, String, i64)> = Vec::new();
+                for (i, _) in &fresh {
+                    let e = &events[*i];
+                    let facts = $crate::domain::subscription::EventFacts {
+                        event_type: &e.event_type,
+                        project: &e.key.project,
+                        kind: e.kind.as_str(),
+                        state: e.state.as_deref(),
+                    };
+                    for sub in subscriptions.iter().filter(|s| s.filter.matches(&facts)) {
+                        rows.push((
+                            sub.id.as_str(),
+                            seq_of[*i],
+                            e.key.ordering_key(),
+                            e.received_ms,
+                        ));
+                    }
+                }
+                for chunk in rows.chunks(CHUNK_KEYS) {
+                    let mut qb = Qb::new($crate::store::outbox_sql::INSERT_DELIVERIES_HEAD);
+                    qb.push_values(chunk, |mut b, (sub, seq, resource, now)| {
+                        b.push_bind(*sub)
+                            .push_bind(*seq)
+                            .push_bind(resource.as_str())
+                            .push("'pending', 0, 0")
+                            .push_bind(*now)
+                            .push("0")
+                            .push_bind(*now)
+                            .push_bind(*now);
+                    });
+                    qb.build().execute(&mut *conn).await?;
+                }
             }
             Ok(outcomes)
         }

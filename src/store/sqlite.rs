@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 mod ops {
-    super::super::sql::shared_ops!(sqlx::SqliteConnection);
+    super::super::sql::shared_ops!(sqlx::SqliteConnection, sqlx::Sqlite);
     super::super::outbox_sql::outbox_ops!(sqlx::SqliteConnection, "");
 }
 
