@@ -5,6 +5,8 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
+# .cargo/config.toml builds the bundled SQLite with fdatasync (see the comment there).
+COPY .cargo .cargo
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked --bin mkio-relay \
     && rm -rf src

@@ -145,6 +145,10 @@ struct Opts {
     /// target/release/mkio-relay.
     #[arg(long, value_name = "PATH")]
     relay_bin: Option<PathBuf>,
+    /// Extra environment for the daemon, `KEY=VALUE`, repeatable (for experiments, e.g.
+    /// `--relay-env RUST_LOG=mkio_relay::ingest::writer=debug`).
+    #[arg(long, value_name = "KEY=VALUE")]
+    relay_env: Vec<String>,
     /// Internal: serve the no-storage baseline on ADDR (what the benchmark re-executes itself
     /// with).
     #[arg(long, hide = true, value_name = "ADDR")]
@@ -297,6 +301,12 @@ async fn bench_relay(
         .env("MKIO_RELAY_INGEST_LISTEN", ingest.to_string())
         .env("MKIO_RELAY_API_LISTEN", api.to_string())
         .env("MKIO_RELAY_LOG_LEVEL", "warn");
+    for pair in &opts.relay_env {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--relay-env {pair:?} is not KEY=VALUE"))?;
+        cmd.env(key, value);
+    }
     let mut server = ChildGuard::spawn(label, cmd)?;
     wait_ready(&mut server, ingest).await?;
     let load = run_load(opts, ingest, server.pid()).await;

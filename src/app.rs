@@ -67,11 +67,30 @@ pub async fn run(
         last_seq,
     );
     let committed = handle.committed();
-    let writer_task = tokio::spawn(writer.run());
+    let writer_task = writer
+        .spawn(store.backend() == "sqlite")
+        .context("cannot start the writer")?;
     let (feed, feed_handle) = Feed::new(store.clone(), last_seq, config.api.stream_buffer);
     let remote_commits = Arc::new(Notify::new());
     let workers = CancellationToken::new();
     let feed_task = tokio::spawn(feed.run(committed, remote_commits.clone(), workers.clone()));
+    let maintain_task = tokio::spawn({
+        let (store, cancel) = (store.clone(), workers.clone());
+        async move {
+            let mut tick = tokio::time::interval(crate::store::MAINTAIN_EVERY);
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                if let Err(err) = store.maintain().await {
+                    tracing::warn!(error = %err, "database upkeep failed; will retry");
+                }
+            }
+            // One last checkpoint, so a stopped relay leaves a short WAL behind.
+            let _ = store.maintain().await;
+        }
+    });
     let listen_store = store.clone();
     let listen_cancel = workers.clone();
     let listen_task = tokio::spawn(async move {
@@ -129,11 +148,12 @@ pub async fn run(
     // A server that failed takes the other down too.
     shutdown.cancel();
     // Every writer handle lived in the routers, now dropped: the writer drains and exits.
-    writer_task.await.context("the writer task panicked")?;
+    writer_task.await.context("the writer stopped abnormally")?;
     workers.cancel();
     feed_task.await.context("the feed task panicked")?;
     dispatcher_task.await.context("the dispatcher panicked")?;
     listen_task.await.context("the commit listener panicked")?;
+    maintain_task.await.context("the upkeep task panicked")?;
     ingest_result.context("ingest listener failed")?;
     api_result.context("API listener failed")?;
     tracing::info!("mkio-relay stopped");

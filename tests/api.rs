@@ -786,6 +786,9 @@ impl mkio_relay::store::Store for FailingStore {
     ) -> Result<Option<(mkio_relay::store::StoredEvent, Option<Vec<u8>>)>, StoreError> {
         Err(fail())
     }
+    async fn maintain(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     async fn listen_commits(
         &self,
         _: Arc<tokio::sync::Notify>,

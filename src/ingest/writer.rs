@@ -90,6 +90,34 @@ impl Writer {
         )
     }
 
+    /// Starts the writer and returns what completes when it has drained and stopped.
+    ///
+    /// With `own_thread` it runs on a thread of its own (a current-thread runtime), so each
+    /// statement's hand-off to the database is not queued behind busy HTTP handlers. That
+    /// suits SQLite, whose connections talk to their own threads over channels; a Postgres
+    /// connection's socket belongs to the runtime that opened it, so Postgres stays on the
+    /// shared runtime.
+    pub fn spawn(self, own_thread: bool) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        if own_thread {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            std::thread::Builder::new()
+                .name("mkio-writer".into())
+                .spawn(move || {
+                    runtime.block_on(self.run());
+                    let _ = done.send(());
+                })?;
+        } else {
+            tokio::spawn(async move {
+                self.run().await;
+                let _ = done.send(());
+            });
+        }
+        Ok(stopped)
+    }
+
     /// Commits batches until every handle is dropped and the queue is drained, so nothing that
     /// was accepted into the queue is abandoned at shutdown.
     pub async fn run(mut self) {
@@ -114,7 +142,15 @@ impl Writer {
     async fn run_once(&self, mut jobs: Vec<Job>) {
         let sizes: Vec<usize> = jobs.iter().map(|j| j.events.len()).collect();
         let events: Vec<NewEvent> = jobs.iter_mut().flat_map(|j| j.events.drain(..)).collect();
-        match self.store.append(&events).await {
+        let started = std::time::Instant::now();
+        let result = self.store.append(&events).await;
+        tracing::debug!(
+            events = events.len(),
+            submissions = jobs.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "batch committed"
+        );
+        match result {
             Ok(outcomes) => {
                 self.publish(&outcomes);
                 let mut rest = outcomes.into_iter();

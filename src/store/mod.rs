@@ -210,6 +210,9 @@ pub trait Store: Send + Sync + 'static {
         &self,
         seq: i64,
     ) -> Result<Option<(StoredEvent, Option<Vec<u8>>)>, StoreError>;
+    /// Periodic upkeep the database needs from its client (SQLite: WAL checkpoints, which
+    /// are kept off the commit path). Called every [`MAINTAIN_EVERY`].
+    async fn maintain(&self) -> Result<(), StoreError>;
     /// Calls `on_commit` whenever another process sharing this database commits events, until
     /// `cancel`. Returns at once for a database only this process writes (SQLite).
     async fn listen_commits(
@@ -220,6 +223,9 @@ pub trait Store: Send + Sync + 'static {
     /// Which backend this is (`sqlite` or `postgres`), for logs.
     fn backend(&self) -> &'static str;
 }
+
+/// How often [`Store::maintain`] runs.
+pub const MAINTAIN_EVERY: Duration = Duration::from_millis(500);
 
 /// Which database a URL names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

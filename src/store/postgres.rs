@@ -176,6 +176,11 @@ impl Store for PgStore {
         ops::delivery_event(&mut *self.pool.acquire().await?, seq).await
     }
 
+    async fn maintain(&self) -> Result<(), StoreError> {
+        // Postgres vacuums and checkpoints by itself.
+        Ok(())
+    }
+
     async fn listen_commits(
         &self,
         on_commit: Arc<Notify>,

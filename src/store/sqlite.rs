@@ -21,9 +21,13 @@ mod ops {
     super::super::outbox_sql::outbox_ops!(sqlx::SqliteConnection, "");
 }
 
+/// Cap on the WAL file's size once checkpointed (bytes).
+const JOURNAL_SIZE_LIMIT: u64 = 64 << 20;
+
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
+    checkpointer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -35,7 +39,10 @@ impl SqliteStore {
             // FULL: a commit is on disk before the writer acknowledges it, even on power loss.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(options.busy_timeout)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Checkpoints run in `maintain`, off the commit path (see WAL_CHECKPOINT_PAGES).
+            .pragma("wal_autocheckpoint", "0")
+            .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string());
         if let Some(dir) = connect.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| {
@@ -47,15 +54,28 @@ impl SqliteStore {
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            // A local file: no connection goes stale, and a ping per batch costs a hand-off.
+            .test_before_acquire(false)
             .acquire_timeout(options.busy_timeout)
             .connect_with(connect.clone())
             .await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
+            .test_before_acquire(false)
             .acquire_timeout(options.busy_timeout)
-            .connect_with(connect.read_only(true))
+            .connect_with(connect.clone().read_only(true))
             .await?;
-        Ok(Self { writer, readers })
+        // Checkpoints need a writable connection, apart from the writer so they never delay it.
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            .connect_with(connect)
+            .await?;
+        Ok(Self {
+            writer,
+            readers,
+            checkpointer,
+        })
     }
 }
 
@@ -173,6 +193,14 @@ impl Store for SqliteStore {
         seq: i64,
     ) -> Result<Option<(StoredEvent, Option<Vec<u8>>)>, StoreError> {
         ops::delivery_event(&mut *self.readers.acquire().await?, seq).await
+    }
+
+    async fn maintain(&self) -> Result<(), StoreError> {
+        // PASSIVE copies what it can without waiting for, or blocking, the writer or readers.
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.checkpointer)
+            .await?;
+        Ok(())
     }
 
     async fn listen_commits(
