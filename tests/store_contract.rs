@@ -19,12 +19,13 @@ async fn open(db: &TestDb) -> Arc<dyn Store> {
 }
 
 fn event(id: &str, source: &str, event_type: &str, state: &str, time: &str) -> NewEvent {
-    let ce = CloudEvent::from_json(json!({
+    let envelope = json!({
         "specversion": "1.0", "id": id, "type": event_type, "source": source, "time": time,
         "data": {"projectName": "p", "state": state}
-    }))
-    .expect("valid event");
-    NewEvent::normalize(ce, format!("raw-{id}").into_bytes(), 1_000, Origin::Webhook)
+    });
+    let raw = serde_json::to_vec(&envelope).expect("json");
+    let ce = CloudEvent::from_json(envelope).expect("valid event");
+    NewEvent::normalize(ce, raw, 1_000, Origin::Webhook)
 }
 
 const JOB: &str = "/api/v1/projects/p/transforms/t/jobs/j";
@@ -494,6 +495,42 @@ async fn large_batches_are_chunked_correctly() {
             "last_seq is the real sequence number"
         );
         assert_eq!(j7.previous_state.as_deref(), Some("Processing"));
+    })
+    .await;
+}
+
+/// `data` is read back from the raw bytes: a structured envelope's `data` member, or the whole
+/// body of a binary-mode event.
+#[tokio::test]
+async fn data_round_trips_for_both_content_modes() {
+    each_backend(|db| async move {
+        let store = open(&db).await;
+        let structured = event(
+            "s",
+            JOB,
+            "MediaKind.JobStarted",
+            "Processing",
+            "2025-01-01T00:00:00Z",
+        );
+        let data = json!({"projectName": "p", "state": "Finished", "nested": [1, {"a": null}]});
+        let ce = CloudEvent::new(
+            "1.0",
+            "b".into(),
+            "MediaKind.JobFinished".into(),
+            JOB.into(),
+            None,
+            data.clone(),
+        )
+        .unwrap();
+        let binary =
+            NewEvent::normalize(ce, serde_json::to_vec(&data).unwrap(), 1, Origin::Webhook);
+        store.append(&[structured, binary]).await.unwrap();
+        let events = all_events(store.as_ref()).await;
+        assert_eq!(
+            events[0].data,
+            json!({"projectName": "p", "state": "Processing"})
+        );
+        assert_eq!(events[1].data, data);
     })
     .await;
 }

@@ -151,10 +151,11 @@ pub struct NewEvent {
     pub previous_state: Option<String>,
     pub state: Option<String>,
     pub data: Value,
-    /// `data` serialized, done when the event is decoded rather than in the serial writer.
-    pub data_text: String,
     /// What the resource row keeps when this event sets its state (outputs, correlation, ...).
     pub details: Value,
+    /// The bytes as received: a structured event's whole envelope (a batch element's own
+    /// bytes), or a binary-mode event's data. The store keeps only these and reads `data`
+    /// back from them, so a producer of events (the poller too) must follow the same rule.
     pub raw: Vec<u8>,
     pub origin: Origin,
 }
@@ -194,7 +195,6 @@ impl NewEvent {
             .map(text_column);
         let previous_state = str_at(&event.data, &["previousState"]).map(text_column);
         let details = resource_details(&key, resource);
-        let data_text = event.data.to_string();
         Self {
             id: event.id,
             event_type: event.event_type,
@@ -208,7 +208,6 @@ impl NewEvent {
             previous_state,
             state,
             data: event.data,
-            data_text,
             details,
             raw,
             origin,

@@ -9,7 +9,7 @@ use sqlx::FromRow;
 macro_rules! event_columns {
     () => {
         "seq, event_id, source, type, time, event_ms, received_ms, project, kind, resource_kind, \
-         parent, name, previous_state, state, applied, origin, data"
+         parent, name, previous_state, state, applied, origin, data, raw"
     };
 }
 
@@ -60,6 +60,24 @@ pub(super) const UPSERT_RESOURCES_TAIL: &str = " ON CONFLICT (kind, project, par
      excluded.version_ms, event_ms = excluded.event_ms, last_seq = excluded.last_seq, \
      updated_ms = excluded.updated_ms, details = excluded.details";
 
+/// An event's `data`, from the bytes it arrived as: the `data` member of a structured
+/// envelope, or the whole body of a binary-mode event (whose body can never be an object with
+/// `specversion`: decoding would have read it as structured). Null once pruned.
+fn data_from_raw(raw: Option<&[u8]>) -> Result<serde_json::Value, StoreError> {
+    let Some(raw) = raw else {
+        return Ok(serde_json::Value::Null);
+    };
+    let mut value: serde_json::Value = serde_json::from_slice(raw)
+        .map_err(|e| StoreError::Corrupt(format!("raw event is not JSON: {e}")))?;
+    match value.get_mut("specversion") {
+        Some(_) => Ok(value
+            .get_mut("data")
+            .map(serde_json::Value::take)
+            .unwrap_or_default()),
+        None => Ok(value),
+    }
+}
+
 #[derive(FromRow)]
 pub struct EventDbRow {
     seq: i64,
@@ -80,6 +98,7 @@ pub struct EventDbRow {
     applied: bool,
     origin: String,
     data: Option<String>,
+    raw: Option<Vec<u8>>,
 }
 
 impl TryFrom<EventDbRow> for StoredEvent {
@@ -103,7 +122,10 @@ impl TryFrom<EventDbRow> for StoredEvent {
             state: r.state,
             applied: r.applied,
             origin: r.origin,
-            data: parse_json(r.data, "event data")?,
+            data: match r.data {
+                Some(text) => parse_json(Some(text), "event data")?,
+                None => data_from_raw(r.raw.as_deref())?,
+            },
         })
     }
 }
@@ -260,7 +282,9 @@ macro_rules! shared_ops {
                         .push_bind(e.state.as_deref())
                         .push_bind(*applied)
                         .push_bind(e.origin.as_str())
-                        .push_bind(e.data_text.as_str())
+                        // `data` stays NULL: it is read back from `raw` (see data_from_raw),
+                        // so the payload is written once, not twice.
+                        .push_bind(None::<&str>)
                         .push_bind(e.raw.as_slice());
                 });
                 qb.push(
