@@ -10,6 +10,26 @@ use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(30);
 
+/// The subscription's first delivery, once it is recorded as delivered.
+async fn delivered(server: &TestServer, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let (_, list) = server
+            .send(
+                Method::GET,
+                &format!("/v1/subscriptions/{id}/deliveries"),
+                None,
+            )
+            .await;
+        let d = list["deliveries"][0].clone();
+        if d["state"] == "delivered" {
+            return d;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not delivered: {d}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn post(server: &TestServer, id: &str, job: &str, state: &str) {
     let r = server
         .post(job_event(id, job, state).to_string(), "application/json")
@@ -75,15 +95,9 @@ async fn failures_are_retried_with_a_stable_id_until_delivered() {
             all.iter().all(|r| r.webhook_id == all[0].webhook_id),
             "webhook-id is stable across retries"
         );
-        let (_, list) = server
-            .send(
-                Method::GET,
-                &format!("/v1/subscriptions/{id}/deliveries"),
-                None,
-            )
-            .await;
-        let d = &list["deliveries"][0];
-        assert_eq!(d["state"], "delivered");
+        // The receiver has answered; the relay records the attempt just after.
+        let d = delivered(&server, &id).await;
+        let d = &d;
         assert_eq!(d["attempts"], 3);
         let statuses: Vec<Value> = d["attempt_log"]
             .as_array()
@@ -210,22 +224,7 @@ async fn timeouts_and_redirects_are_failures() {
         .await;
     post(&server, "e1", "j1", "Finished").await;
     receiver.wait_delivered(2, LONG).await; // the slow 200 arrives too late to count
-    let deadline = tokio::time::Instant::now() + LONG;
-    let d = loop {
-        let (_, list) = server
-            .send(
-                Method::GET,
-                &format!("/v1/subscriptions/{id}/deliveries"),
-                None,
-            )
-            .await;
-        let d = list["deliveries"][0].clone();
-        if d["state"] == "delivered" {
-            break d;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{d}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let d = delivered(&server, &id).await;
     let log = d["attempt_log"].as_array().unwrap();
     assert_eq!(log.len(), 3, "{d}");
     assert_eq!(log[0]["status"], Value::Null);

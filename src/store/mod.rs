@@ -1,6 +1,7 @@
 //! The `Store` trait: the use-case operations mkio-relay needs from a database, with SQLite and
 //! Postgres implementations chosen at run time from the database URL.
 
+mod batch;
 pub mod outbox;
 mod outbox_sql;
 mod postgres;

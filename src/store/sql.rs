@@ -20,12 +20,15 @@ macro_rules! resource_columns {
     };
 }
 
-pub(super) use resource_columns;
+/// `VALUES (source, id), ...` go between head and tail: which of them are stored.
+pub(super) const SEEN_HEAD: &str = "SELECT e.source, e.event_id FROM (";
+pub(super) const SEEN_TAIL: &str =
+    ") AS v JOIN events e ON e.source = v.column1 AND e.event_id = v.column2";
 
-/// Events per multi-row insert (17 parameters each; SQLite allows 32,766 per statement).
-pub(super) const CHUNK_EVENTS: usize = 500;
-/// Rows per multi-row lookup or write of narrower rows.
-pub(super) const CHUNK_KEYS: usize = 1000;
+/// `VALUES (kind, project, parent, name), ...` go between head and tail: their current rows.
+pub(super) const CURRENT_HEAD: &str = concat!("SELECT ", resource_columns!(), " FROM (");
+pub(super) const CURRENT_TAIL: &str = ") AS v JOIN resources r ON r.kind = v.column1 AND \
+     r.project = v.column2 AND r.parent = v.column3 AND r.name = v.column4";
 
 // Optional filters bind NULL to mean "any", so each statement's text is fixed and cached.
 pub(super) const SELECT_EVENTS: &str = concat!(
@@ -49,6 +52,9 @@ pub(super) const SELECT_RESOURCES: &str = concat!(
 pub(super) const INSERT_EVENTS: &str = "INSERT INTO events (event_id, source, type, time, \
      event_ms, received_ms, project, kind, resource_kind, parent, name, previous_state, state, \
      applied, origin, data, raw) ";
+
+pub(super) const INSERT_EVENTS_TAIL: &str =
+    " ON CONFLICT (source, event_id) DO NOTHING RETURNING seq, source, event_id";
 
 /// `VALUES (...), ...` go between head and tail.
 pub(super) const UPSERT_RESOURCES_HEAD: &str = "INSERT INTO resources (kind, project, parent, \
@@ -173,97 +179,55 @@ macro_rules! shared_ops {
     ($conn:ty, $db:ty) => {
         /// Appends a batch inside the caller's transaction (see [`super::Store::append`]), in a
         /// constant number of statements: look up stored `(source, id)` pairs and the touched
-        /// resources, decide in memory, then insert events, upsert resources and queue
-        /// deliveries with multi-row statements.
+        /// resources, decide in memory (`batch`), then insert events, upsert resources and
+        /// queue deliveries with multi-row statements.
         pub async fn append(
             conn: &mut $conn,
             events: &[$crate::domain::event::NewEvent],
         ) -> Result<Vec<$crate::store::Appended>, $crate::store::StoreError> {
             use std::collections::{HashMap, HashSet};
-            use $crate::store::sql::{CHUNK_EVENTS, CHUNK_KEYS};
-            use $crate::store::Appended;
+            use $crate::store::batch::{self, CHUNK_EVENTS, CHUNK_KEYS};
             type Qb<'a> = sqlx::QueryBuilder<'a, $db>;
 
             if events.is_empty() {
                 return Ok(Vec::new());
             }
             let subscriptions = enabled_subscriptions(conn).await?;
-            // 1. Which events are stored already.
-            let mut seen: HashSet<(String, String)> = HashSet::new();
+            let mut stored: HashSet<batch::EventKey> = HashSet::new();
             let pairs: Vec<(&str, &str)> = events
                 .iter()
                 .map(|e| (e.source.as_str(), e.id.as_str()))
                 .collect();
             for chunk in pairs.chunks(CHUNK_KEYS) {
-                let mut qb = Qb::new("SELECT e.source, e.event_id FROM (");
+                let mut qb = Qb::new($crate::store::sql::SEEN_HEAD);
                 qb.push_values(chunk, |mut b, (source, id)| {
                     b.push_bind(*source).push_bind(*id);
                 });
-                qb.push(") AS v JOIN events e ON e.source = v.column1 AND e.event_id = v.column2");
-                let found: Vec<(String, String)> =
-                    qb.build_query_as().fetch_all(&mut *conn).await?;
-                seen.extend(found);
+                qb.push($crate::store::sql::SEEN_TAIL);
+                let found: Vec<batch::EventKey> = qb.build_query_as().fetch_all(&mut *conn).await?;
+                stored.extend(found);
             }
-
-            // 2. The current rows of the resources whose state may change.
-            let mut projection = $crate::store::projection::Projection::default();
-            let mut keys: Vec<&$crate::domain::resource::ResourceKey> = Vec::new();
-            let mut key_set = HashSet::new();
-            for e in events.iter().filter(|e| e.sets_state()) {
-                if key_set.insert(&e.key) {
-                    keys.push(&e.key);
-                }
-            }
-            for chunk in keys.chunks(CHUNK_KEYS) {
-                let mut qb = Qb::new(concat!(
-                    "SELECT ",
-                    $crate::store::sql::resource_columns!(),
-                    " FROM ("
-                ));
+            let mut current = Vec::new();
+            for chunk in batch::state_keys(events).chunks(CHUNK_KEYS) {
+                let mut qb = Qb::new($crate::store::sql::CURRENT_HEAD);
                 qb.push_values(chunk, |mut b, k| {
                     b.push_bind(k.kind.as_str())
                         .push_bind(k.project.as_str())
                         .push_bind(k.parent.as_str())
                         .push_bind(k.name.as_str());
                 });
-                qb.push(
-                    ") AS v JOIN resources r ON r.kind = v.column1 AND r.project = v.column2 \
-                     AND r.parent = v.column3 AND r.name = v.column4",
-                );
+                qb.push($crate::store::sql::CURRENT_TAIL);
                 let rows: Vec<$crate::store::sql::ResourceDbRow> =
                     qb.build_query_as().fetch_all(&mut *conn).await?;
                 for row in rows {
-                    let row = $crate::store::ResourceRow::try_from(row)?;
-                    let key = $crate::domain::resource::ResourceKey {
-                        kind: row.kind,
-                        project: row.project.clone(),
-                        parent: row.parent.clone(),
-                        name: row.name.clone(),
-                    };
-                    projection.load(key, Some(row));
+                    current.push($crate::store::ResourceRow::try_from(row)?);
                 }
-            }
-            for key in keys {
-                projection.load(key.clone(), None);
             }
 
-            // 3. Decide in batch order: duplicates, and which events become current state.
-            // Resource rows get provisional sequence numbers until the inserts assign real ones.
-            let mut fresh: Vec<(usize, bool)> = Vec::with_capacity(events.len());
-            for (i, e) in events.iter().enumerate() {
-                if !seen.insert((e.source.clone(), e.id.clone())) {
-                    continue;
-                }
-                let applied = e.sets_state() && projection.would_apply(e);
-                if applied {
-                    projection.apply(e, $crate::store::projection::provisional(i));
-                }
-                fresh.push((i, applied));
-            }
+            let plan = batch::plan(events, stored, current);
 
-            // 4. Insert the new events.
-            let mut seqs: HashMap<(String, String), i64> = HashMap::with_capacity(fresh.len());
-            for chunk in fresh.chunks(CHUNK_EVENTS) {
+            let mut seqs: HashMap<batch::EventKey, i64> = HashMap::with_capacity(plan.fresh.len());
+            for chunk in plan.fresh.chunks(CHUNK_EVENTS) {
                 let mut qb = Qb::new($crate::store::sql::INSERT_EVENTS);
                 qb.push_values(chunk, |mut b, (i, applied)| {
                     let e = &events[*i];
@@ -287,38 +251,16 @@ macro_rules! shared_ops {
                         .push_bind(None::<&str>)
                         .push_bind(e.raw.as_slice());
                 });
-                qb.push(
-                    " ON CONFLICT (source, event_id) DO NOTHING RETURNING seq, source, event_id",
-                );
+                qb.push($crate::store::sql::INSERT_EVENTS_TAIL);
                 let rows: Vec<(i64, String, String)> =
                     qb.build_query_as().fetch_all(&mut *conn).await?;
                 for (seq, source, id) in rows {
                     seqs.insert((source, id), seq);
                 }
             }
-            let mut outcomes = vec![Appended::Duplicate; events.len()];
-            let mut seq_of = vec![0i64; events.len()];
-            for (i, applied) in &fresh {
-                let e = &events[*i];
-                // Appends are serialized (one writer; an advisory lock on Postgres), so an event
-                // not found in step 1 cannot conflict here; if it did, fail the whole batch.
-                let seq = *seqs.get(&(e.source.clone(), e.id.clone())).ok_or_else(|| {
-                    $crate::store::StoreError::Corrupt(format!(
-                        "event ({}, {}) was stored concurrently",
-                        e.source, e.id
-                    ))
-                })?;
-                seq_of[*i] = seq;
-                outcomes[*i] = Appended::Stored {
-                    seq,
-                    applied: *applied,
-                };
-            }
+            let done = plan.finish(events, &seqs, &subscriptions)?;
 
-            // 5. Write the changed resources.
-            projection.resolve(|i| seq_of[i]);
-            let changed: Vec<$crate::store::ResourceRow> = projection.changed().collect();
-            for chunk in changed.chunks(CHUNK_KEYS / 4) {
+            for chunk in done.changed.chunks(CHUNK_KEYS / 4) {
                 let details: Vec<String> = chunk.iter().map(|r| r.details.to_string()).collect();
                 let mut qb = Qb::new($crate::store::sql::UPSERT_RESOURCES_HEAD);
                 qb.push_values(chunk.iter().zip(&details), |mut b, (r, details)| {
@@ -338,43 +280,21 @@ macro_rules! shared_ops {
                 qb.push($crate::store::sql::UPSERT_RESOURCES_TAIL);
                 qb.build().execute(&mut *conn).await?;
             }
-
-            // 6. The outbox: deliveries commit in the same transaction as their event.
-            if !subscriptions.is_empty() {
-                let mut rows: Vec<(&str, i64, String, i64)> = Vec::new();
-                for (i, _) in &fresh {
-                    let e = &events[*i];
-                    let facts = $crate::domain::subscription::EventFacts {
-                        event_type: &e.event_type,
-                        project: &e.key.project,
-                        kind: e.kind.as_str(),
-                        state: e.state.as_deref(),
-                    };
-                    for sub in subscriptions.iter().filter(|s| s.filter.matches(&facts)) {
-                        rows.push((
-                            sub.id.as_str(),
-                            seq_of[*i],
-                            e.key.ordering_key(),
-                            e.received_ms,
-                        ));
-                    }
-                }
-                for chunk in rows.chunks(CHUNK_KEYS) {
-                    let mut qb = Qb::new($crate::store::outbox_sql::INSERT_DELIVERIES_HEAD);
-                    qb.push_values(chunk, |mut b, (sub, seq, resource, now)| {
-                        b.push_bind(*sub)
-                            .push_bind(*seq)
-                            .push_bind(resource.as_str())
-                            .push("'pending', 0, 0")
-                            .push_bind(*now)
-                            .push("0")
-                            .push_bind(*now)
-                            .push_bind(*now);
-                    });
-                    qb.build().execute(&mut *conn).await?;
-                }
+            for chunk in done.deliveries.chunks(CHUNK_KEYS) {
+                let mut qb = Qb::new($crate::store::outbox_sql::INSERT_DELIVERIES_HEAD);
+                qb.push_values(chunk, |mut b, (sub, seq, resource, now)| {
+                    b.push_bind(sub.as_str())
+                        .push_bind(*seq)
+                        .push_bind(resource.as_str())
+                        .push("'pending', 0, 0")
+                        .push_bind(*now)
+                        .push("0")
+                        .push_bind(*now)
+                        .push_bind(*now);
+                });
+                qb.build().execute(&mut *conn).await?;
             }
-            Ok(outcomes)
+            Ok(done.outcomes)
         }
 
         /// A page of the event log.
