@@ -8,6 +8,7 @@ mod postgres;
 mod projection;
 mod sql;
 mod sqlite;
+mod sqlite_append;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

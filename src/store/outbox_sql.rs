@@ -70,18 +70,18 @@ pub(super) const SELECT_ATTEMPTS: &str = "SELECT a.delivery_id, a.attempt, a.sta
 
 #[derive(FromRow)]
 pub struct SubscriptionDbRow {
-    id: String,
-    url: String,
-    filter: String,
-    enabled: bool,
-    retry_schedule: Option<String>,
-    secret: String,
-    previous_secret: Option<String>,
-    previous_secret_until_ms: Option<i64>,
-    disabled_reason: Option<String>,
-    origin: String,
-    created_ms: i64,
-    updated_ms: i64,
+    pub(super) id: String,
+    pub(super) url: String,
+    pub(super) filter: String,
+    pub(super) enabled: bool,
+    pub(super) retry_schedule: Option<String>,
+    pub(super) secret: String,
+    pub(super) previous_secret: Option<String>,
+    pub(super) previous_secret_until_ms: Option<i64>,
+    pub(super) disabled_reason: Option<String>,
+    pub(super) origin: String,
+    pub(super) created_ms: i64,
+    pub(super) updated_ms: i64,
 }
 
 impl TryFrom<SubscriptionDbRow> for Subscription {
@@ -160,20 +160,6 @@ macro_rules! outbox_ops {
             Subscription,
         };
         use $crate::store::outbox_sql as q;
-
-        /// Enabled subscriptions, for matching events as they are appended.
-        pub async fn enabled_subscriptions(
-            conn: &mut $conn,
-        ) -> Result<Vec<Subscription>, $crate::store::StoreError> {
-            let rows: Vec<q::SubscriptionDbRow> = sqlx::query_as(concat!(
-                "SELECT id, url, filter, enabled, retry_schedule, secret, previous_secret, ",
-                "previous_secret_until_ms, disabled_reason, origin, created_ms, updated_ms ",
-                "FROM subscriptions WHERE enabled"
-            ))
-            .fetch_all(&mut *conn)
-            .await?;
-            rows.into_iter().map(Subscription::try_from).collect()
-        }
 
         pub async fn put_subscription(
             conn: &mut $conn,

@@ -16,7 +16,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 mod ops {
-    super::super::sql::shared_ops!(sqlx::PgConnection, sqlx::Postgres);
+    super::super::sql::shared_ops!(sqlx::PgConnection);
+    super::super::sql::append_ops!(sqlx::PgConnection, sqlx::Postgres);
     super::super::outbox_sql::outbox_ops!(sqlx::PgConnection, "FOR UPDATE SKIP LOCKED");
 }
 

@@ -138,18 +138,18 @@ impl TryFrom<EventDbRow> for StoredEvent {
 
 #[derive(FromRow)]
 pub struct ResourceDbRow {
-    kind: String,
-    project: String,
-    parent: String,
-    name: String,
-    state: String,
-    previous_state: Option<String>,
-    version_ms: i64,
-    event_ms: i64,
-    last_seq: i64,
-    created_ms: i64,
-    updated_ms: i64,
-    details: String,
+    pub(super) kind: String,
+    pub(super) project: String,
+    pub(super) parent: String,
+    pub(super) name: String,
+    pub(super) state: String,
+    pub(super) previous_state: Option<String>,
+    pub(super) version_ms: i64,
+    pub(super) event_ms: i64,
+    pub(super) last_seq: i64,
+    pub(super) created_ms: i64,
+    pub(super) updated_ms: i64,
+    pub(super) details: String,
 }
 
 impl TryFrom<ResourceDbRow> for ResourceRow {
@@ -176,7 +176,83 @@ impl TryFrom<ResourceDbRow> for ResourceRow {
 /// Defines the shared operations for one backend's connection type `$conn`, inside the module
 /// that invokes it.
 macro_rules! shared_ops {
+    ($conn:ty) => {
+        /// A page of the event log.
+        pub async fn events(
+            conn: &mut $conn,
+            q: &$crate::store::EventQuery,
+        ) -> Result<Vec<$crate::store::StoredEvent>, $crate::store::StoreError> {
+            let rows: Vec<$crate::store::sql::EventDbRow> =
+                sqlx::query_as($crate::store::sql::SELECT_EVENTS)
+                    .bind(q.after)
+                    .bind(q.event_type.as_deref())
+                    .bind(q.project.as_deref())
+                    .bind(q.kind.map(|k| k.as_str()))
+                    .bind(i64::from(q.limit))
+                    .fetch_all(&mut *conn)
+                    .await?;
+            rows.into_iter()
+                .map($crate::store::StoredEvent::try_from)
+                .collect()
+        }
+
+        /// A filtered page of resources in key order.
+        pub async fn resources(
+            conn: &mut $conn,
+            q: &$crate::store::ResourceQuery,
+        ) -> Result<Vec<$crate::store::ResourceRow>, $crate::store::StoreError> {
+            let after = q.after.as_ref();
+            let rows: Vec<$crate::store::sql::ResourceDbRow> =
+                sqlx::query_as($crate::store::sql::SELECT_RESOURCES)
+                    .bind(q.kind.map(|k| k.as_str()))
+                    .bind(q.project.as_deref())
+                    .bind(q.parent.as_deref())
+                    .bind(q.name.as_deref())
+                    .bind(q.state.as_deref())
+                    .bind(after.map(|c| c.kind.as_str()))
+                    .bind(after.map(|c| c.project.as_str()))
+                    .bind(after.map(|c| c.parent.as_str()))
+                    .bind(after.map(|c| c.name.as_str()))
+                    .bind(i64::from(q.limit))
+                    .fetch_all(&mut *conn)
+                    .await?;
+            rows.into_iter()
+                .map($crate::store::ResourceRow::try_from)
+                .collect()
+        }
+
+        /// The highest sequence number in the log.
+        pub async fn last_seq(conn: &mut $conn) -> Result<i64, $crate::store::StoreError> {
+            let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok(seq.unwrap_or(0))
+        }
+    };
+}
+pub(super) use shared_ops;
+
+/// Defines `append` through sqlx for one backend (Postgres; SQLite appends through
+/// `sqlite_append` instead), in the invoking module, next to `shared_ops!`'s functions.
+macro_rules! append_ops {
     ($conn:ty, $db:ty) => {
+        use $crate::store::outbox::Subscription as SubscriptionRow;
+        use $crate::store::outbox_sql as outbox_q;
+
+        /// Enabled subscriptions, for matching events as they are appended.
+        pub async fn enabled_subscriptions(
+            conn: &mut $conn,
+        ) -> Result<Vec<SubscriptionRow>, $crate::store::StoreError> {
+            let rows: Vec<outbox_q::SubscriptionDbRow> = sqlx::query_as(concat!(
+                "SELECT id, url, filter, enabled, retry_schedule, secret, previous_secret, ",
+                "previous_secret_until_ms, disabled_reason, origin, created_ms, updated_ms ",
+                "FROM subscriptions WHERE enabled"
+            ))
+            .fetch_all(&mut *conn)
+            .await?;
+            rows.into_iter().map(SubscriptionRow::try_from).collect()
+        }
+
         /// Appends a batch inside the caller's transaction (see [`super::Store::append`]), in a
         /// constant number of statements: look up stored `(source, id)` pairs and the touched
         /// resources, decide in memory (`batch`), then insert events, upsert resources and
@@ -296,58 +372,6 @@ macro_rules! shared_ops {
             }
             Ok(done.outcomes)
         }
-
-        /// A page of the event log.
-        pub async fn events(
-            conn: &mut $conn,
-            q: &$crate::store::EventQuery,
-        ) -> Result<Vec<$crate::store::StoredEvent>, $crate::store::StoreError> {
-            let rows: Vec<$crate::store::sql::EventDbRow> =
-                sqlx::query_as($crate::store::sql::SELECT_EVENTS)
-                    .bind(q.after)
-                    .bind(q.event_type.as_deref())
-                    .bind(q.project.as_deref())
-                    .bind(q.kind.map(|k| k.as_str()))
-                    .bind(i64::from(q.limit))
-                    .fetch_all(&mut *conn)
-                    .await?;
-            rows.into_iter()
-                .map($crate::store::StoredEvent::try_from)
-                .collect()
-        }
-
-        /// A filtered page of resources in key order.
-        pub async fn resources(
-            conn: &mut $conn,
-            q: &$crate::store::ResourceQuery,
-        ) -> Result<Vec<$crate::store::ResourceRow>, $crate::store::StoreError> {
-            let after = q.after.as_ref();
-            let rows: Vec<$crate::store::sql::ResourceDbRow> =
-                sqlx::query_as($crate::store::sql::SELECT_RESOURCES)
-                    .bind(q.kind.map(|k| k.as_str()))
-                    .bind(q.project.as_deref())
-                    .bind(q.parent.as_deref())
-                    .bind(q.name.as_deref())
-                    .bind(q.state.as_deref())
-                    .bind(after.map(|c| c.kind.as_str()))
-                    .bind(after.map(|c| c.project.as_str()))
-                    .bind(after.map(|c| c.parent.as_str()))
-                    .bind(after.map(|c| c.name.as_str()))
-                    .bind(i64::from(q.limit))
-                    .fetch_all(&mut *conn)
-                    .await?;
-            rows.into_iter()
-                .map($crate::store::ResourceRow::try_from)
-                .collect()
-        }
-
-        /// The highest sequence number in the log.
-        pub async fn last_seq(conn: &mut $conn) -> Result<i64, $crate::store::StoreError> {
-            let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
-                .fetch_one(&mut *conn)
-                .await?;
-            Ok(seq.unwrap_or(0))
-        }
     };
 }
-pub(super) use shared_ops;
+pub(super) use append_ops;

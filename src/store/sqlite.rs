@@ -3,6 +3,7 @@
 use super::outbox::{
     AttemptOutcome, AttemptRecord, Claimed, DeliveryRow, ReplayRange, Subscription,
 };
+use super::sqlite_append::Appender;
 use super::{
     Appended, EventQuery, ResourceQuery, ResourceRow, Store, StoreError, StoreOptions, StoredEvent,
 };
@@ -17,7 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 mod ops {
-    super::super::sql::shared_ops!(sqlx::SqliteConnection, sqlx::Sqlite);
+    super::super::sql::shared_ops!(sqlx::SqliteConnection);
     super::super::outbox_sql::outbox_ops!(sqlx::SqliteConnection, "");
 }
 
@@ -25,6 +26,7 @@ mod ops {
 const JOURNAL_SIZE_LIMIT: u64 = 64 << 20;
 
 pub struct SqliteStore {
+    appender: Appender,
     writer: SqlitePool,
     readers: SqlitePool,
     checkpointer: SqlitePool,
@@ -43,7 +45,8 @@ impl SqliteStore {
             // Checkpoints run in `maintain`, off the commit path (see WAL_CHECKPOINT_PAGES).
             .pragma("wal_autocheckpoint", "0")
             .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string());
-        if let Some(dir) = connect.get_filename().parent() {
+        let path = connect.get_filename().to_path_buf();
+        if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StoreError::Database(sqlx::Error::Configuration(
@@ -71,7 +74,9 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(connect)
             .await?;
+        let appender = Appender::open(&path, options.busy_timeout)?;
         Ok(Self {
+            appender,
             writer,
             readers,
             checkpointer,
@@ -82,12 +87,15 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn append(&self, events: &[NewEvent]) -> Result<Vec<Appended>, StoreError> {
-        // IMMEDIATE takes the write lock up front: a deferred transaction that reads first
-        // cannot upgrade while another process writes, and would fail instead of waiting.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let outcomes = ops::append(&mut tx, events).await?;
-        tx.commit().await?;
-        Ok(outcomes)
+        // Synchronous on purpose (see sqlite_append): the group-commit writer calls this from
+        // its own thread. Anywhere else on a multi-thread runtime, step aside first.
+        let appender = &self.appender;
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| appender.append(events))
+            }
+            _ => appender.append(events),
+        }
     }
 
     async fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
