@@ -153,6 +153,8 @@ pub struct NewEvent {
     pub data: Value,
     /// What the resource row keeps when this event sets its state (outputs, correlation, ...).
     pub details: Value,
+    /// `details` serialized, here in the request handler rather than in the serial writer.
+    pub details_text: String,
     /// The bytes as received: a structured event's whole envelope (a batch element's own
     /// bytes), or a binary-mode event's data. The store keeps only these and reads `data`
     /// back from them, so a producer of events (the poller too) must follow the same rule.
@@ -195,6 +197,7 @@ impl NewEvent {
             .map(text_column);
         let previous_state = str_at(&event.data, &["previousState"]).map(text_column);
         let details = resource_details(&key, resource);
+        let details_text = details.to_string();
         Self {
             id: event.id,
             event_type: event.event_type,
@@ -209,6 +212,7 @@ impl NewEvent {
             state,
             data: event.data,
             details,
+            details_text,
             raw,
             origin,
         }

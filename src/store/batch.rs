@@ -4,7 +4,7 @@
 //! backends only run the lookups and the multi-row writes around it.
 
 use super::outbox::Subscription;
-use super::projection::{provisional, Projection};
+use super::projection::{index_of, provisional, Projection};
 use super::{Appended, ResourceRow, StoreError};
 use crate::domain::event::NewEvent;
 use crate::domain::resource::ResourceKey;
@@ -72,21 +72,22 @@ pub(super) fn plan(
 }
 
 /// What the batch writes after its events are inserted.
-pub(super) struct Finished {
+pub(super) struct Finished<'a> {
     pub outcomes: Vec<Appended>,
-    pub changed: Vec<ResourceRow>,
+    /// Rows to upsert, each with the serialized details of the event that set it.
+    pub changed: Vec<(ResourceRow, &'a str)>,
     /// `(subscription id, seq, resource ordering key, created_ms)`.
     pub deliveries: Vec<(String, i64, String, i64)>,
 }
 
 impl Plan {
     /// Completes the plan with the sequence numbers the insert returned.
-    pub fn finish(
-        mut self,
-        events: &[NewEvent],
+    pub fn finish<'a>(
+        self,
+        events: &'a [NewEvent],
         seqs: &HashMap<EventKey, i64>,
         subscriptions: &[Subscription],
-    ) -> Result<Finished, StoreError> {
+    ) -> Result<Finished<'a>, StoreError> {
         let mut outcomes = vec![Appended::Duplicate; events.len()];
         let mut seq_of = vec![0i64; events.len()];
         let mut deliveries = Vec::new();
@@ -115,10 +116,19 @@ impl Plan {
                 deliveries.push((sub.id.clone(), seq, e.key.ordering_key(), e.received_ms));
             }
         }
-        self.projection.resolve(|i| seq_of[i]);
+        // Each changed row still carries the provisional number of the event that set it.
+        let changed = self
+            .projection
+            .changed()
+            .map(|mut row| {
+                let i = index_of(row.last_seq);
+                row.last_seq = seq_of[i];
+                (row, events[i].details_text.as_str())
+            })
+            .collect();
         Ok(Finished {
             outcomes,
-            changed: self.projection.changed().collect(),
+            changed,
             deliveries,
         })
     }

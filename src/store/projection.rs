@@ -14,6 +14,11 @@ pub(super) fn provisional(index: usize) -> i64 {
     -(index as i64) - 1
 }
 
+/// The batch index a [`provisional`] number stands for.
+pub(super) fn index_of(provisional: i64) -> usize {
+    (-provisional - 1) as usize
+}
+
 /// Resources touched by the current batch: their state after the events seen so far, and
 /// whether that state must be written back.
 #[derive(Default)]
@@ -76,25 +81,15 @@ impl Projection {
                 last_seq: seq,
                 created_ms,
                 updated_ms: event.received_ms,
-                details: event.details.clone(),
+                // Written from the event's `details_text`; not cloned here.
+                details: serde_json::Value::Null,
             }),
             true,
         );
     }
 
-    /// Replaces provisional sequence numbers (see [`provisional`]) with the real ones:
-    /// `seq_of(i)` is the number the insert gave the batch's `i`th event.
-    pub fn resolve(&mut self, seq_of: impl Fn(usize) -> i64) {
-        for (row, dirty) in self.rows.values_mut() {
-            if let (Some(row), true) = (row, *dirty) {
-                if row.last_seq < 0 {
-                    row.last_seq = seq_of((-row.last_seq - 1) as usize);
-                }
-            }
-        }
-    }
-
-    /// The rows that changed, to upsert before commit.
+    /// The rows that changed, to upsert before commit; each `last_seq` is still the
+    /// [`provisional`] number of the event that set it.
     pub fn changed(self) -> impl Iterator<Item = ResourceRow> {
         self.rows
             .into_values()

@@ -337,9 +337,8 @@ macro_rules! append_ops {
             let done = plan.finish(events, &seqs, &subscriptions)?;
 
             for chunk in done.changed.chunks(CHUNK_KEYS / 4) {
-                let details: Vec<String> = chunk.iter().map(|r| r.details.to_string()).collect();
                 let mut qb = Qb::new($crate::store::sql::UPSERT_RESOURCES_HEAD);
-                qb.push_values(chunk.iter().zip(&details), |mut b, (r, details)| {
+                qb.push_values(chunk, |mut b, (r, details)| {
                     b.push_bind(r.kind.as_str())
                         .push_bind(r.project.as_str())
                         .push_bind(r.parent.as_str())
@@ -351,7 +350,7 @@ macro_rules! append_ops {
                         .push_bind(r.last_seq)
                         .push_bind(r.created_ms)
                         .push_bind(r.updated_ms)
-                        .push_bind(details.as_str());
+                        .push_bind(*details);
                 });
                 qb.push($crate::store::sql::UPSERT_RESOURCES_TAIL);
                 qb.build().execute(&mut *conn).await?;

@@ -188,12 +188,11 @@ impl Appender {
 
         let resource_group = placeholders(12);
         for chunk in done.changed.chunks(CHUNK_KEYS / 4) {
-            let details: Vec<String> = chunk.iter().map(|r| r.details.to_string()).collect();
             let sql = format!(
                 "{UPSERT_RESOURCES_HEAD}{}{UPSERT_RESOURCES_TAIL}",
                 values(chunk.len(), &resource_group)
             );
-            let params = chunk.iter().zip(&details).flat_map(|(r, details)| {
+            let params = chunk.iter().flat_map(|(r, details)| {
                 [
                     text(r.kind.as_str()),
                     text(&r.project),
