@@ -9,6 +9,7 @@ use crate::http::ingest::{self, IngestState};
 use crate::ingest::writer::Writer;
 use crate::store::{self, Store, StoreOptions};
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -22,14 +23,34 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        let ingest = TcpListener::bind(config.ingest.listen)
-            .await
+        let ingest = listen(config.ingest.listen)
             .with_context(|| format!("cannot listen on ingest.listen {}", config.ingest.listen))?;
-        let api = TcpListener::bind(config.api.listen)
-            .await
+        let api = listen(config.api.listen)
             .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
         Ok(Self { ingest, api })
     }
+}
+
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+}
+
+/// Accepted-connection queue per listener: clients reconnecting together after a restart
+/// (thousands of streams and waiters) would overflow the default of 128 and wait for SYN
+/// retransmits.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Opens and migrates the configured store.
@@ -140,9 +161,10 @@ pub async fn run(
         last_seq,
         "mkio-relay serving"
     );
-    let ingest_server = axum::serve(listeners.ingest, ingest_router)
+    // No Nagle: a stream's small SSE writes must not wait for the client's delayed ACK.
+    let ingest_server = axum::serve(listeners.ingest.tap_io(no_delay), ingest_router)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let api_server = axum::serve(listeners.api, api_router)
+    let api_server = axum::serve(listeners.api.tap_io(no_delay), api_router)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let (ingest_result, api_result) = tokio::join!(ingest_server, api_server);
     // A server that failed takes the other down too.

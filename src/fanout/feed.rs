@@ -99,8 +99,11 @@ impl Feed {
     /// following or waiting it only moves the head: a follower that arrives later reads the
     /// store from its own position anyway.
     pub async fn run_once(&self) -> Result<(), crate::store::StoreError> {
+        // Read the log's end first, then look for listeners: one that arrives after the check
+        // reads the store after this read, so it sees everything up to `top` itself, and
+        // events after `top` are published normally since it is now listening.
+        let top = self.store.last_seq().await?;
         if self.events.receiver_count() == 0 && self.waiters.is_empty() {
-            let top = self.store.last_seq().await?;
             self.head.send_if_modified(|head| {
                 let newer = top > *head;
                 *head = (*head).max(top);

@@ -48,6 +48,27 @@ pub(super) const SELECT_RESOURCES: &str = concat!(
      ORDER BY kind, project, parent, name LIMIT $10"
 );
 
+/// The same filters with the kind given, so the scan starts at that kind's rows.
+pub(super) const SELECT_RESOURCES_OF_KIND: &str = concat!(
+    "SELECT ",
+    resource_columns!(),
+    " FROM resources WHERE kind = $1 AND ($2 IS NULL OR project = $2) \
+     AND ($3 IS NULL OR parent = $3) AND ($4 IS NULL OR name = $4) \
+     AND ($5 IS NULL OR state = $5) \
+     AND ($6 IS NULL OR (kind, project, parent, name) > ($6, $7, $8, $9)) \
+     ORDER BY kind, project, parent, name LIMIT $10"
+);
+
+/// One resource by kind, project and name (index `resources_name`), the parent optional.
+pub(super) const SELECT_RESOURCES_BY_NAME: &str = concat!(
+    "SELECT ",
+    resource_columns!(),
+    " FROM resources WHERE kind = $1 AND project = $2 AND name = $4 \
+     AND ($3 IS NULL OR parent = $3) AND ($5 IS NULL OR state = $5) \
+     AND ($6 IS NULL OR (kind, project, parent, name) > ($6, $7, $8, $9)) \
+     ORDER BY kind, project, parent, name LIMIT $10"
+);
+
 /// Followed by `VALUES (...), ...` and the conflict clause.
 pub(super) const INSERT_EVENTS: &str = "INSERT INTO events (event_id, source, type, time, \
      event_ms, received_ms, project, kind, resource_kind, parent, name, previous_state, state, \
@@ -201,21 +222,29 @@ macro_rules! shared_ops {
             conn: &mut $conn,
             q: &$crate::store::ResourceQuery,
         ) -> Result<Vec<$crate::store::ResourceRow>, $crate::store::StoreError> {
+            use $crate::store::sql::{
+                SELECT_RESOURCES, SELECT_RESOURCES_BY_NAME, SELECT_RESOURCES_OF_KIND,
+            };
             let after = q.after.as_ref();
-            let rows: Vec<$crate::store::sql::ResourceDbRow> =
-                sqlx::query_as($crate::store::sql::SELECT_RESOURCES)
-                    .bind(q.kind.map(|k| k.as_str()))
-                    .bind(q.project.as_deref())
-                    .bind(q.parent.as_deref())
-                    .bind(q.name.as_deref())
-                    .bind(q.state.as_deref())
-                    .bind(after.map(|c| c.kind.as_str()))
-                    .bind(after.map(|c| c.project.as_str()))
-                    .bind(after.map(|c| c.parent.as_str()))
-                    .bind(after.map(|c| c.name.as_str()))
-                    .bind(i64::from(q.limit))
-                    .fetch_all(&mut *conn)
-                    .await?;
+            // A fixed statement per shape of query, so each is planned with its index.
+            let sql = match (q.kind, &q.project, &q.name) {
+                (Some(_), Some(_), Some(_)) => SELECT_RESOURCES_BY_NAME,
+                (Some(_), _, _) => SELECT_RESOURCES_OF_KIND,
+                _ => SELECT_RESOURCES,
+            };
+            let rows: Vec<$crate::store::sql::ResourceDbRow> = sqlx::query_as(sql)
+                .bind(q.kind.map(|k| k.as_str()))
+                .bind(q.project.as_deref())
+                .bind(q.parent.as_deref())
+                .bind(q.name.as_deref())
+                .bind(q.state.as_deref())
+                .bind(after.map(|c| c.kind.as_str()))
+                .bind(after.map(|c| c.project.as_str()))
+                .bind(after.map(|c| c.parent.as_str()))
+                .bind(after.map(|c| c.name.as_str()))
+                .bind(i64::from(q.limit))
+                .fetch_all(&mut *conn)
+                .await?;
             rows.into_iter()
                 .map($crate::store::ResourceRow::try_from)
                 .collect()

@@ -26,6 +26,9 @@ mod ops {
 const JOURNAL_SIZE_LIMIT: u64 = 64 << 20;
 
 pub struct SqliteStore {
+    /// Taken around every write, on either connection: two writers meeting in SQLite's own
+    /// busy handler would sleep in steps of up to 100 ms however soon the lock frees.
+    write_lock: tokio::sync::Mutex<()>,
     appender: Appender,
     writer: SqlitePool,
     readers: SqlitePool,
@@ -76,6 +79,7 @@ impl SqliteStore {
             .await?;
         let appender = Appender::open(&path, options.busy_timeout)?;
         Ok(Self {
+            write_lock: tokio::sync::Mutex::new(()),
             appender,
             writer,
             readers,
@@ -90,6 +94,7 @@ impl Store for SqliteStore {
         // Synchronous on purpose (see sqlite_append): the group-commit writer calls this from
         // its own thread. Anywhere else on a multi-thread runtime, step aside first.
         let appender = &self.appender;
+        let _write = self.write_lock.lock().await;
         match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
                 tokio::task::block_in_place(|| appender.append(events))
@@ -123,6 +128,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
+        let _write = self.write_lock.lock().await;
         ops::put_subscription(&mut *self.writer.acquire().await?, sub).await
     }
 
@@ -131,6 +137,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
+        let _write = self.write_lock.lock().await;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let deleted = ops::delete_subscription(&mut tx, id).await?;
         tx.commit().await?;
@@ -143,6 +150,7 @@ impl Store for SqliteStore {
         lease_until_ms: i64,
         limit: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
+        let _write = self.write_lock.lock().await;
         ops::claim(
             &mut *self.writer.acquire().await?,
             now_ms,
@@ -163,6 +171,7 @@ impl Store for SqliteStore {
         outcome: &AttemptOutcome,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        let _write = self.write_lock.lock().await;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let done = ops::finish(&mut tx, claimed, attempt, outcome, now_ms).await?;
         tx.commit().await?;
@@ -181,6 +190,7 @@ impl Store for SqliteStore {
     }
 
     async fn retry_delivery(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let _write = self.write_lock.lock().await;
         ops::retry_delivery(&mut *self.writer.acquire().await?, id, now_ms).await
     }
 
@@ -190,6 +200,7 @@ impl Store for SqliteStore {
         range: &ReplayRange,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
+        let _write = self.write_lock.lock().await;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let queued = ops::replay(&mut tx, sub, range, now_ms).await?;
         tx.commit().await?;
