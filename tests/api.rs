@@ -753,7 +753,7 @@ impl mkio_relay::store::Store for FailingStore {
     async fn claim_deliveries(&self, _: i64, _: i64, _: i64) -> Result<Vec<Claimed>, StoreError> {
         Err(fail())
     }
-    async fn next_delivery_due(&self) -> Result<Option<i64>, StoreError> {
+    async fn next_delivery_due(&self, _: i64) -> Result<Option<i64>, StoreError> {
         Err(fail())
     }
     async fn finish_delivery(

@@ -93,8 +93,22 @@ impl Dispatcher {
                 return Ok(SAFETY_TICK);
             }
             let now = now_ms();
+            // A read first: claiming is a write, and most wake-ups (every ingest commit) find
+            // nothing to claim.
+            match self.store.next_delivery_due(now).await? {
+                None => return Ok(SAFETY_TICK),
+                Some(due) if due > now => {
+                    return Ok(Duration::from_millis((due - now) as u64).min(SAFETY_TICK))
+                }
+                Some(_) => {}
+            }
             let lease = now + (self.config.attempt_timeout + LEASE_MARGIN).as_millis() as i64;
             let claimed = self.store.claim_deliveries(now, lease, free as i64).await?;
+            if claimed.is_empty() {
+                // Due but waiting behind an earlier delivery of the same resource: the end of
+                // that attempt wakes the dispatcher.
+                return Ok(SAFETY_TICK);
+            }
             let full = claimed.len() == free;
             for c in claimed {
                 let Ok(permit) = self.slots.clone().try_acquire_owned() else {
@@ -108,13 +122,17 @@ impl Dispatcher {
                 });
             }
             if !full {
-                break;
+                // Wake for the next retry time; rows already due here are waiting behind an
+                // attempt in flight, whose end wakes the dispatcher.
+                let now = now_ms();
+                return Ok(match self.store.next_delivery_due(now).await? {
+                    Some(due) if due > now => {
+                        Duration::from_millis((due - now) as u64).min(SAFETY_TICK)
+                    }
+                    _ => SAFETY_TICK,
+                });
             }
         }
-        let next = self.store.next_delivery_due().await?;
-        Ok(next.map_or(SAFETY_TICK, |due| {
-            Duration::from_millis((due - now_ms()).clamp(0, SAFETY_TICK.as_millis() as i64) as u64)
-        }))
     }
 
     async fn deliver(&self, claimed: Claimed) {

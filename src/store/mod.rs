@@ -180,8 +180,9 @@ pub trait Store: Send + Sync + 'static {
         lease_until_ms: i64,
         limit: i64,
     ) -> Result<Vec<Claimed>, StoreError>;
-    /// When the next pending delivery is due (enabled subscriptions only).
-    async fn next_delivery_due(&self) -> Result<Option<i64>, StoreError>;
+    /// When the earliest pending delivery that no dispatcher holds is (or was) due, enabled
+    /// subscriptions only; `None` when there is none.
+    async fn next_delivery_due(&self, now_ms: i64) -> Result<Option<i64>, StoreError>;
     /// Records an attempt; `false` when the claim had expired and nothing was written.
     async fn finish_delivery(
         &self,

@@ -48,8 +48,8 @@ macro_rules! claim_sql {
 pub(super) use claim_sql;
 
 pub(super) const NEXT_DUE: &str = "SELECT MIN(d.next_attempt_ms) FROM deliveries d \
-     WHERE d.state = 'pending' AND EXISTS (SELECT 1 FROM subscriptions s \
-     WHERE s.id = d.subscription_id AND s.enabled)";
+     WHERE d.state = 'pending' AND d.lease_until_ms <= $1 AND EXISTS (SELECT 1 FROM \
+     subscriptions s WHERE s.id = d.subscription_id AND s.enabled)";
 
 pub(super) const FINISH_DELIVERY: &str =
     "UPDATE deliveries SET state = $1, attempts = attempts + 1, \
@@ -248,8 +248,11 @@ macro_rules! outbox_ops {
             Ok(claimed)
         }
 
-        pub async fn next_due(conn: &mut $conn) -> Result<Option<i64>, $crate::store::StoreError> {
-            Ok(sqlx::query_scalar(q::NEXT_DUE).fetch_one(&mut *conn).await?)
+        pub async fn next_due(
+            conn: &mut $conn,
+            now_ms: i64,
+        ) -> Result<Option<i64>, $crate::store::StoreError> {
+            Ok(sqlx::query_scalar(q::NEXT_DUE).bind(now_ms).fetch_one(&mut *conn).await?)
         }
 
         /// Records an attempt and its outcome. `false` when the lease was lost meanwhile (another

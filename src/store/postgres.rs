@@ -126,8 +126,8 @@ impl Store for PgStore {
         .await
     }
 
-    async fn next_delivery_due(&self) -> Result<Option<i64>, StoreError> {
-        ops::next_due(&mut *self.pool.acquire().await?).await
+    async fn next_delivery_due(&self, now_ms: i64) -> Result<Option<i64>, StoreError> {
+        ops::next_due(&mut *self.pool.acquire().await?, now_ms).await
     }
 
     async fn finish_delivery(

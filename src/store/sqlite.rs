@@ -160,8 +160,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn next_delivery_due(&self) -> Result<Option<i64>, StoreError> {
-        ops::next_due(&mut *self.readers.acquire().await?).await
+    async fn next_delivery_due(&self, now_ms: i64) -> Result<Option<i64>, StoreError> {
+        ops::next_due(&mut *self.readers.acquire().await?, now_ms).await
     }
 
     async fn finish_delivery(
