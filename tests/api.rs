@@ -691,9 +691,7 @@ async fn concurrent_deliveries_all_commit_with_unique_sequence_numbers() {
     .await;
 }
 
-use mkio_relay::store::outbox::{
-    AttemptOutcome, AttemptRecord, Claimed, DeliveryRow, ReplayRange, Subscription,
-};
+use mkio_relay::store::outbox::{AttemptResult, Claimed, DeliveryRow, ReplayRange, Subscription};
 use mkio_relay::store::StoreError;
 use std::sync::Arc;
 
@@ -756,13 +754,11 @@ impl mkio_relay::store::Store for FailingStore {
     async fn next_delivery_due(&self, _: i64) -> Result<Option<i64>, StoreError> {
         Err(fail())
     }
-    async fn finish_delivery(
+    async fn finish_deliveries(
         &self,
-        _: &Claimed,
-        _: &AttemptRecord,
-        _: &AttemptOutcome,
+        _: &[AttemptResult],
         _: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Vec<bool>, StoreError> {
         Err(fail())
     }
     async fn deliveries(

@@ -7,13 +7,13 @@ use crate::domain::subscription::next_delay;
 use crate::domain::time::{format_ms, now_ms};
 use crate::http::views;
 use crate::ingest::signature::{decode_secret, sign};
-use crate::store::outbox::{AttemptOutcome, AttemptRecord, Claimed, Subscription};
+use crate::store::outbox::{AttemptOutcome, AttemptRecord, AttemptResult, Claimed, Subscription};
 use crate::store::{Store, StoredEvent};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,9 +31,14 @@ pub struct Dispatcher {
     client: reqwest::Client,
     config: DeliveryConfig,
     slots: Arc<Semaphore>,
-    /// Fired when an attempt ends (a slot is free, the resource's next delivery may be due), and
-    /// by the API after a manual retry or a replay.
+    /// Fired when attempts are recorded (slots are free, a resource's next delivery may be
+    /// due), and by the API after a manual retry or a replay.
     wake: Arc<Notify>,
+    /// Finished attempts, with the slot each holds, on their way to the recorder, which writes
+    /// all that are waiting in one transaction.
+    results: mpsc::UnboundedSender<(AttemptResult, OwnedSemaphorePermit)>,
+    results_rx:
+        std::sync::Mutex<Option<mpsc::UnboundedReceiver<(AttemptResult, OwnedSemaphorePermit)>>>,
 }
 
 impl Dispatcher {
@@ -43,12 +48,15 @@ impl Dispatcher {
             .timeout(config.attempt_timeout)
             .user_agent(concat!("mkio-relay/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let (results, results_rx) = mpsc::unbounded_channel();
         Ok(Self {
             store,
             client,
             slots: Arc::new(Semaphore::new(config.concurrency)),
             config,
             wake: Arc::new(Notify::new()),
+            results,
+            results_rx: std::sync::Mutex::new(Some(results_rx)),
         })
     }
 
@@ -62,6 +70,14 @@ impl Dispatcher {
     /// time, and a safety tick.
     pub async fn run(self: Arc<Self>, mut head: watch::Receiver<i64>, cancel: CancellationToken) {
         let tracker = TaskTracker::new();
+        let recorder_stop = CancellationToken::new();
+        let taken = self
+            .results_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let recorder =
+            taken.map(|rx| tokio::spawn(self.clone().record_results(rx, recorder_stop.clone())));
         while !cancel.is_cancelled() {
             let wait = match self.run_once(&tracker).await {
                 Ok(wait) => wait,
@@ -79,6 +95,47 @@ impl Dispatcher {
         }
         tracker.close();
         tracker.wait().await;
+        // Every attempt has sent its result: record them, then stop.
+        recorder_stop.cancel();
+        if let Some(recorder) = recorder {
+            let _ = recorder.await;
+        }
+    }
+
+    /// Writes finished attempts, all that are waiting at once, then frees their slots and wakes
+    /// the dispatcher. Until `stop`, and then what is left.
+    async fn record_results(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<(AttemptResult, OwnedSemaphorePermit)>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let first = tokio::select! {
+                first = rx.recv() => first,
+                () = stop.cancelled() => rx.try_recv().ok(),
+            };
+            let Some(first) = first else { return };
+            let mut batch = vec![first];
+            while let Ok(next) = rx.try_recv() {
+                batch.push(next);
+            }
+            let (results, permits): (Vec<AttemptResult>, Vec<OwnedSemaphorePermit>) =
+                batch.into_iter().unzip();
+            match self.store.finish_deliveries(&results, now_ms()).await {
+                Ok(done) => {
+                    for (r, recorded) in results.iter().zip(done) {
+                        if !recorded {
+                            tracing::warn!(delivery = r.claimed.id, "claim expired before the attempt was recorded; it will be sent again");
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, attempts = results.len(), "cannot record attempts; their claims will expire and they will be sent again")
+                }
+            }
+            drop(permits);
+            self.wake.notify_one();
+        }
     }
 
     /// Claims as many due deliveries as there are free slots and starts them. Returns how long
@@ -115,11 +172,7 @@ impl Dispatcher {
                     break;
                 };
                 let this = self.clone();
-                tracker.spawn(async move {
-                    this.deliver(c).await;
-                    drop(permit);
-                    this.wake.notify_one();
-                });
+                tracker.spawn(async move { this.deliver(c, permit).await });
             }
             if !full {
                 // Wake for the next retry time; rows already due here are waiting behind an
@@ -135,7 +188,8 @@ impl Dispatcher {
         }
     }
 
-    async fn deliver(&self, claimed: Claimed) {
+    /// One attempt. The slot (`permit`) stays taken until its result is recorded.
+    async fn deliver(&self, claimed: Claimed, permit: OwnedSemaphorePermit) {
         let sub = match self
             .store
             .subscriptions(Some(&claimed.subscription_id))
@@ -161,7 +215,7 @@ impl Dispatcher {
                     latency_ms: 0,
                     error: Some("the event is no longer stored".into()),
                 };
-                self.record(&claimed, &attempt, AttemptOutcome::Dead).await;
+                self.record(claimed, attempt, AttemptOutcome::Dead, permit);
                 return;
             }
             Err(err) => {
@@ -211,24 +265,23 @@ impl Dispatcher {
             latency_ms,
             error,
         };
-        self.record(&claimed, &attempt, outcome).await;
+        self.record(claimed, attempt, outcome, permit);
     }
 
-    async fn record(&self, claimed: &Claimed, attempt: &AttemptRecord, outcome: AttemptOutcome) {
-        match self
-            .store
-            .finish_delivery(claimed, attempt, &outcome, now_ms())
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                delivery = claimed.id,
-                "claim expired before the attempt was recorded; it will be sent again"
-            ),
-            Err(err) => {
-                tracing::error!(error = %err, delivery = claimed.id, "cannot record attempt; the claim will expire and it will be sent again")
-            }
-        }
+    fn record(
+        &self,
+        claimed: Claimed,
+        attempt: AttemptRecord,
+        outcome: AttemptOutcome,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let result = AttemptResult {
+            claimed,
+            attempt,
+            outcome,
+        };
+        // The recorder outlives every attempt (see `run`), so the channel is open.
+        let _ = self.results.send((result, permit));
     }
 
     async fn post(

@@ -16,7 +16,7 @@ pub use sqlite::SqliteStore;
 use crate::domain::event::NewEvent;
 use crate::domain::resource::ResourceKind;
 use async_trait::async_trait;
-use outbox::{AttemptOutcome, AttemptRecord, Claimed, DeliveryRow, ReplayRange, Subscription};
+use outbox::{AttemptResult, Claimed, DeliveryRow, ReplayRange, Subscription};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -183,14 +183,13 @@ pub trait Store: Send + Sync + 'static {
     /// When the earliest pending delivery that no dispatcher holds is (or was) due, enabled
     /// subscriptions only; `None` when there is none.
     async fn next_delivery_due(&self, now_ms: i64) -> Result<Option<i64>, StoreError>;
-    /// Records an attempt; `false` when the claim had expired and nothing was written.
-    async fn finish_delivery(
+    /// Records finished attempts in one transaction; for each, `false` when its claim had
+    /// expired and nothing was written for it.
+    async fn finish_deliveries(
         &self,
-        claimed: &Claimed,
-        attempt: &AttemptRecord,
-        outcome: &AttemptOutcome,
+        results: &[AttemptResult],
         now_ms: i64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Vec<bool>, StoreError>;
     /// A subscription's deliveries with their attempts, by id after `after_id`.
     async fn deliveries(
         &self,

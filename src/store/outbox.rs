@@ -70,6 +70,14 @@ pub enum AttemptOutcome {
     Gone,
 }
 
+/// One finished attempt, to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptResult {
+    pub claimed: Claimed,
+    pub attempt: AttemptRecord,
+    pub outcome: AttemptOutcome,
+}
+
 /// A delivery with its attempts, for inspection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeliveryRow {

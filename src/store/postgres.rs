@@ -1,8 +1,6 @@
 //! Postgres store, for several replicas sharing one database.
 
-use super::outbox::{
-    AttemptOutcome, AttemptRecord, Claimed, DeliveryRow, ReplayRange, Subscription,
-};
+use super::outbox::{AttemptResult, Claimed, DeliveryRow, ReplayRange, Subscription};
 use super::{
     Appended, EventQuery, ResourceQuery, ResourceRow, Store, StoreError, StoreOptions, StoredEvent,
 };
@@ -130,15 +128,16 @@ impl Store for PgStore {
         ops::next_due(&mut *self.pool.acquire().await?, now_ms).await
     }
 
-    async fn finish_delivery(
+    async fn finish_deliveries(
         &self,
-        claimed: &Claimed,
-        attempt: &AttemptRecord,
-        outcome: &AttemptOutcome,
+        results: &[AttemptResult],
         now_ms: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let done = ops::finish(&mut tx, claimed, attempt, outcome, now_ms).await?;
+        let mut done = Vec::with_capacity(results.len());
+        for r in results {
+            done.push(ops::finish(&mut tx, &r.claimed, &r.attempt, &r.outcome, now_ms).await?);
+        }
         tx.commit().await?;
         Ok(done)
     }

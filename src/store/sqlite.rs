@@ -1,8 +1,6 @@
 //! SQLite store: WAL, synchronous=FULL, one writer connection and a pool of read-only readers.
 
-use super::outbox::{
-    AttemptOutcome, AttemptRecord, Claimed, DeliveryRow, ReplayRange, Subscription,
-};
+use super::outbox::{AttemptResult, Claimed, DeliveryRow, ReplayRange, Subscription};
 use super::sqlite_append::Appender;
 use super::{
     Appended, EventQuery, ResourceQuery, ResourceRow, Store, StoreError, StoreOptions, StoredEvent,
@@ -164,16 +162,17 @@ impl Store for SqliteStore {
         ops::next_due(&mut *self.readers.acquire().await?, now_ms).await
     }
 
-    async fn finish_delivery(
+    async fn finish_deliveries(
         &self,
-        claimed: &Claimed,
-        attempt: &AttemptRecord,
-        outcome: &AttemptOutcome,
+        results: &[AttemptResult],
         now_ms: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Vec<bool>, StoreError> {
         let _write = self.write_lock.lock().await;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let done = ops::finish(&mut tx, claimed, attempt, outcome, now_ms).await?;
+        let mut done = Vec::with_capacity(results.len());
+        for r in results {
+            done.push(ops::finish(&mut tx, &r.claimed, &r.attempt, &r.outcome, now_ms).await?);
+        }
         tx.commit().await?;
         Ok(done)
     }
