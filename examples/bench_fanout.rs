@@ -22,6 +22,8 @@
 //! stopped by its PID). Every client, the load generator and the receiver live in this
 //! process, so one monotonic clock times both ends of each measurement.
 
+mod support;
+
 use anyhow::{bail, ensure, Context};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -43,10 +45,11 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use support::*;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -56,19 +59,13 @@ use tokio_util::sync::CancellationToken;
 /// The shared secret the relay is started with and every webhook presents.
 const SECRET: &str = "bench-secret-7d2e4b";
 const WEBHOOK_PATH: &str = "/webhooks/mkio";
-const READY_PATH: &str = "/readyz";
 const STREAM_PATH: &str = "/v1/events/stream";
 const RECEIVER_PATH: &str = "/hook";
 /// Project and transform of every job (as in tests/common/mod.rs `job_event`).
 const PROJECT: &str = "p";
 const TRANSFORM: &str = "t";
-/// How long a server may take to answer `/readyz` after it was started.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const READY_POLL: Duration = Duration::from_millis(50);
 /// Bound on one webhook POST, one connect, and waiting for a stream's response headers.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a child gets to exit after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Part A: a job's JobFinished is posted this many jobs after its JobStarted, so its waiter
 /// (opened with the JobStarted) has been waiting for about 200 ms at 500 events/s.
 const FINISH_LAG_JOBS: u64 = 50;
@@ -99,8 +96,6 @@ const SLICE: Duration = Duration::from_secs(5);
 /// Latency histogram range in microseconds (1 µs to 10 min, 3 significant digits).
 const HIST_MAX_US: u64 = 600_000_000;
 const HIST_SIGFIG: u8 = 3;
-/// Linux reports /proc/PID/stat CPU times in USER_HZ ticks, fixed at 100 by the kernel ABI.
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 /// The targets this benchmark reports against (docs/BENCHMARKS.md), p99 and resident memory.
 const TARGET_WAITER_P99_MS: f64 = 50.0;
 const TARGET_STREAM_P99_MS: f64 = 50.0;
@@ -1713,125 +1708,7 @@ impl SseParser {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Child processes and /proc
-
-/// A server child process, stopped by its PID (SIGTERM, then SIGKILL) when dropped, so an
-/// error anywhere in the benchmark never leaves it running.
-struct ChildGuard {
-    label: String,
-    child: Option<Child>,
-}
-
-impl ChildGuard {
-    fn spawn(label: &str, mut cmd: Command) -> anyhow::Result<Self> {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("cannot start {label}: {cmd:?}"))?;
-        Ok(Self {
-            label: label.into(),
-            child: Some(child),
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    /// An error when the child has already exited.
-    fn check_alive(&mut self) -> anyhow::Result<()> {
-        if let Some(child) = self.child.as_mut() {
-            if let Some(status) = child.try_wait()? {
-                bail!("{} exited early with {status}", self.label);
-            }
-        }
-        Ok(())
-    }
-
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // Graceful first: the daemon answers waiters and ends streams on SIGTERM.
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(READY_POLL);
-        }
-        eprintln!("bench_fanout: {} ignored SIGTERM; killing it", self.label);
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A free loopback port; a tiny race with other programs until the child binds it.
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
-}
-
-/// Polls `GET /readyz` until it answers 200, the child exits, or [`READY_TIMEOUT`] passes.
-async fn wait_ready(server: &mut ChildGuard, addr: SocketAddr) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(READY_POLL * 20)
-        .build()?;
-    let url = format!("http://{addr}{READY_PATH}");
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        server.check_alive()?;
-        if let Ok(resp) = client.get(&url).send().await {
-            if resp.status().is_success() {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{} did not answer {url} with 200 within {READY_TIMEOUT:?}",
-                server.label
-            );
-        }
-        sleep(READY_POLL).await;
-    }
-}
-
-/// Resident memory of a process from /proc/PID/status, in KiB.
-#[derive(Clone, Copy)]
-struct Memory {
-    peak_kib: u64,
-    current_kib: u64,
-}
-
-impl Memory {
-    fn read(pid: u32) -> anyhow::Result<Self> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .with_context(|| format!("cannot read /proc/{pid}/status"))?;
-        let field = |name: &str| -> anyhow::Result<u64> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|kib| kib.parse().ok())
-                .with_context(|| format!("no {name} in /proc/{pid}/status"))
-        };
-        Ok(Self {
-            peak_kib: field("VmHWM:")?,
-            current_kib: field("VmRSS:")?,
-        })
-    }
-}
+// /proc
 
 /// Open file descriptors of a process (`self` or a PID).
 fn open_fds(pid: &str) -> u64 {
@@ -1849,70 +1726,6 @@ fn socket_fds(pid: &str) -> u64 {
                 .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
         })
         .count() as u64
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-fn cores(c: Option<f64>) -> String {
-    c.map_or("n/a".into(), |c| format!("{c:.2}"))
-}
-
-/// User + system CPU seconds a process has used so far (all its threads).
-fn process_cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / CLOCK_TICKS_PER_SEC)
-}
-
-/// Machine-wide CPU seconds so far, from /proc/stat: (busy, stolen by the hypervisor).
-fn machine_cpu_seconds() -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let ticks: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|t| t.parse().unwrap_or(0.0))
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    let at = |i: usize| ticks.get(i).copied().unwrap_or(0.0);
-    let busy = at(0) + at(1) + at(2) + at(5) + at(6);
-    Some((busy / CLOCK_TICKS_PER_SEC, at(7) / CLOCK_TICKS_PER_SEC))
-}
-
-/// Cores in use during a window.
-struct CpuUse {
-    server: Option<f64>,
-    bench: Option<f64>,
-    machine_busy: Option<f64>,
-    machine_steal: Option<f64>,
-}
-
-impl CpuUse {
-    fn sample(server_pid: &str) -> [Option<f64>; 4] {
-        let machine = machine_cpu_seconds();
-        [
-            process_cpu_seconds(server_pid),
-            process_cpu_seconds("self"),
-            machine.map(|m| m.0),
-            machine.map(|m| m.1),
-        ]
-    }
-
-    fn between(before: [Option<f64>; 4], after: [Option<f64>; 4], secs: f64) -> Self {
-        let cores = |i: usize| Some((after[i]? - before[i]?) / secs);
-        Self {
-            server: cores(0),
-            bench: cores(1),
-            machine_busy: cores(2),
-            machine_steal: cores(3),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
