@@ -16,7 +16,6 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::time::Instant;
 
 fn decode_cursor(cursor: Option<&str>) -> Result<Option<ResourceCursor>, ApiError> {
@@ -118,9 +117,16 @@ impl Until {
 async fn find(
     s: &ApiState,
     query: ResourceQuery,
-    wait: Option<Duration>,
-    until: Option<&str>,
+    params: &WaitParams,
 ) -> Result<(Option<ResourceRow>, Option<bool>), ApiError> {
+    let wait = s.wait(params.wait.as_deref())?;
+    let until = params.until.as_deref();
+    if wait.is_none() && until.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "`until` needs `wait`",
+        ));
+    }
     let kind = query.kind.unwrap_or(ResourceKind::Unknown);
     let Some(wait) = wait else {
         return Ok((pick(s.store.resources(&query).await?, &query)?, None));
@@ -252,14 +258,7 @@ pub async fn get_job(
         limit: 2,
         ..ResourceQuery::default()
     };
-    let wait = s.wait(p.wait.as_deref())?;
-    if wait.is_none() && p.until.is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "`until` needs `wait`",
-        ));
-    }
-    let (row, met) = find(&s, query, wait, p.until.as_deref()).await?;
+    let (row, met) = find(&s, query, &p).await?;
     respond(
         row,
         met,
@@ -311,19 +310,12 @@ pub async fn get_resource(
     let query = ResourceQuery {
         kind: Some(kind),
         project: Some(project.clone()),
-        parent: p.parent,
+        parent: p.parent.clone(),
         name: Some(name.clone()),
         limit: 2,
         ..ResourceQuery::default()
     };
-    let wait = s.wait(p.wait.as_deref())?;
-    if wait.is_none() && p.until.is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "`until` needs `wait`",
-        ));
-    }
-    let (row, met) = find(&s, query, wait, p.until.as_deref()).await?;
+    let (row, met) = find(&s, query, &p).await?;
     respond(
         row,
         met,
