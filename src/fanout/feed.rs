@@ -34,11 +34,6 @@ impl FeedHandle {
     pub fn head(&self) -> watch::Receiver<i64> {
         self.head.clone()
     }
-
-    /// Live subscribers (SSE streams and event long-polls).
-    pub fn subscribers(&self) -> usize {
-        self.events.receiver_count()
-    }
 }
 
 pub struct Feed {

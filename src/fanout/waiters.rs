@@ -53,16 +53,6 @@ impl Waiters {
         }
     }
 
-    /// How many resources have live waiters (for metrics and tests).
-    pub fn len(&self) -> usize {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner
-            .by_key
-            .values()
-            .filter(|w| w.strong_count() > 0)
-            .count()
-    }
-
     /// Whether nobody waits at all (stops at the first live waiter).
     pub fn is_empty(&self) -> bool {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
