@@ -89,7 +89,7 @@ pub async fn run(
     );
     let committed = handle.committed();
     let writer_task = writer
-        .spawn(store.backend() == "sqlite")
+        .spawn(store.append_blocks())
         .context("cannot start the writer")?;
     let (feed, feed_handle) = Feed::new(store.clone(), last_seq, config.api.stream_buffer);
     let remote_commits = Arc::new(Notify::new());

@@ -92,11 +92,10 @@ impl Writer {
 
     /// Starts the writer and returns what completes when it has drained and stopped.
     ///
-    /// With `own_thread` it runs on a thread of its own (a current-thread runtime), so each
-    /// statement's hand-off to the database is not queued behind busy HTTP handlers. That
-    /// suits SQLite, whose connections talk to their own threads over channels; a Postgres
-    /// connection's socket belongs to the runtime that opened it, so Postgres stays on the
-    /// shared runtime.
+    /// With `own_thread` it runs on a thread of its own (a current-thread runtime): for a store
+    /// whose append blocks its thread (SQLite, see `Store::append_blocks`). A Postgres
+    /// connection's socket belongs to the runtime that opened it, so Postgres appends stay on
+    /// the shared runtime.
     pub fn spawn(self, own_thread: bool) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
         let (done, stopped) = tokio::sync::oneshot::channel();
         if own_thread {

@@ -222,6 +222,11 @@ pub trait Store: Send + Sync + 'static {
         on_commit: Arc<tokio::sync::Notify>,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<(), StoreError>;
+    /// Whether `append` runs synchronously on the calling thread (SQLite), so the group-commit
+    /// writer should have a thread of its own.
+    fn append_blocks(&self) -> bool {
+        false
+    }
     /// Which backend this is (`sqlite` or `postgres`), for logs.
     fn backend(&self) -> &'static str;
 }

@@ -230,6 +230,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn append_blocks(&self) -> bool {
+        true
+    }
+
     fn backend(&self) -> &'static str {
         "sqlite"
     }
