@@ -71,7 +71,90 @@ pub struct Config {
     pub webhook: WebhookConfig,
     pub api: ApiConfig,
     pub delivery: DeliveryConfig,
+    pub mkio: MkioConfig,
+    pub poll: PollConfig,
+    pub retention: RetentionConfig,
     pub log: LogConfig,
+}
+
+/// The MK.IO API: where it is, the token, the projects this relay manages, the request budget,
+/// and the webhook rule `mkio-relay rules apply` registers.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MkioConfig {
+    #[serde(deserialize_with = "string_like")]
+    pub base_url: String,
+    pub token: Secret,
+    #[serde(deserialize_with = "string_list")]
+    pub projects: Vec<String>,
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    pub get_limit_per_minute: u32,
+    pub write_limit_per_minute: u32,
+    pub budget_fraction: f64,
+    #[serde(deserialize_with = "duration")]
+    pub max_backoff: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub token_expiry_warning: Duration,
+    #[serde(deserialize_with = "string_like")]
+    pub rule_name: String,
+    #[serde(deserialize_with = "string_like")]
+    pub rule_url: String,
+    #[serde(deserialize_with = "string_list")]
+    pub rule_events: Vec<String>,
+}
+
+impl MkioConfig {
+    /// Whether the relay may call MK.IO at all (a token and at least one project).
+    pub fn is_configured(&self) -> bool {
+        !self.token.is_empty() && !self.projects.is_empty()
+    }
+
+    /// Requests per minute allowed per scope: `fraction` of the published limits, never above.
+    pub fn budget(&self) -> (u32, u32) {
+        let f = self.budget_fraction.clamp(0.0, 1.0);
+        let get = ((self.get_limit_per_minute as f64) * f).floor().max(1.0) as u32;
+        let write = ((self.write_limit_per_minute as f64) * f).floor().max(1.0) as u32;
+        (get, write)
+    }
+}
+
+/// Polling of what webhooks do not cover, and reconciliation of lost webhooks.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollConfig {
+    pub enabled: bool,
+    #[serde(deserialize_with = "string_list")]
+    pub kinds: Vec<String>,
+    #[serde(deserialize_with = "duration")]
+    pub discovery_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub fast_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub slow_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub job_safety_net_age: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub job_max_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub reconcile_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub lease_ttl: Duration,
+}
+
+/// How long event payloads and delivery attempts are kept.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    #[serde(deserialize_with = "duration")]
+    pub payloads: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub dedupe: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub deliveries: Duration,
+    pub batch_size: u32,
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -325,8 +408,104 @@ impl Config {
                 )));
             }
         }
+        self.validate_mkio()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::setting("log.level", e))?;
+        Ok(())
+    }
+
+    fn validate_mkio(&self) -> Result<(), ConfigError> {
+        let m = &self.mkio;
+        let base = url::Url::parse(&m.base_url)
+            .map_err(|e| ConfigError::setting("mkio.base_url", format!("not a URL ({e})")))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(ConfigError::setting(
+                "mkio.base_url",
+                "must be an http or https URL",
+            ));
+        }
+        if !(m.budget_fraction > 0.0 && m.budget_fraction <= 1.0) {
+            return Err(ConfigError::setting(
+                "mkio.budget_fraction",
+                "must be above 0 and at most 1 (a fraction of MK.IO's published limits)",
+            ));
+        }
+        if m.get_limit_per_minute == 0 || m.get_limit_per_minute > 2000 {
+            return Err(ConfigError::setting(
+                "mkio.get_limit_per_minute",
+                "must be between 1 and MK.IO's published 2000",
+            ));
+        }
+        if m.write_limit_per_minute == 0 || m.write_limit_per_minute > 1000 {
+            return Err(ConfigError::setting(
+                "mkio.write_limit_per_minute",
+                "must be between 1 and MK.IO's published 1000",
+            ));
+        }
+        if m.request_timeout.is_zero() {
+            return Err(ConfigError::setting(
+                "mkio.request_timeout",
+                "must be above zero",
+            ));
+        }
+        if !m.rule_url.is_empty() {
+            let url = url::Url::parse(&m.rule_url)
+                .map_err(|e| ConfigError::setting("mkio.rule_url", format!("not a URL ({e})")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::setting(
+                    "mkio.rule_url",
+                    "must be an http or https URL",
+                ));
+            }
+        }
+        if m.rule_name.is_empty() {
+            return Err(ConfigError::setting("mkio.rule_name", "must not be empty"));
+        }
+        for kind in &self.poll.kinds {
+            if kind
+                .parse::<crate::domain::resource::ResourceKind>()
+                .is_err()
+            {
+                return Err(ConfigError::setting(
+                    "poll.kinds",
+                    format!("{kind:?} is not a resource kind"),
+                ));
+            }
+        }
+        let p = &self.poll;
+        for (key, value) in [
+            ("poll.discovery_interval", p.discovery_interval),
+            ("poll.fast_interval", p.fast_interval),
+            ("poll.slow_interval", p.slow_interval),
+            ("poll.job_safety_net_age", p.job_safety_net_age),
+            ("poll.job_max_interval", p.job_max_interval),
+            ("poll.reconcile_interval", p.reconcile_interval),
+            ("poll.lease_ttl", p.lease_ttl),
+            ("retention.interval", self.retention.interval),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::setting(key, "must be above zero"));
+            }
+        }
+        if p.fast_interval > p.slow_interval {
+            return Err(ConfigError::setting(
+                "poll.fast_interval",
+                "must not be longer than poll.slow_interval",
+            ));
+        }
+        let r = &self.retention;
+        if !r.dedupe.is_zero() && !r.payloads.is_zero() && r.dedupe < r.payloads {
+            return Err(ConfigError::setting(
+                "retention.dedupe",
+                "must be at least retention.payloads, or pruning would reopen the duplicate window",
+            ));
+        }
+        if r.batch_size == 0 {
+            return Err(ConfigError::setting(
+                "retention.batch_size",
+                "must be at least 1",
+            ));
+        }
         Ok(())
     }
 
@@ -432,6 +611,14 @@ fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
             .map(Secret::new)
             .collect(),
     })
+}
+
+/// A list of plain strings, as an array or one comma-separated string.
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(list(d)?
+        .into_iter()
+        .map(|s| s.expose().to_owned())
+        .collect())
 }
 
 /// A list of durations, as an array or one comma-separated string.
