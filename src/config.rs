@@ -74,7 +74,16 @@ pub struct Config {
     pub mkio: MkioConfig,
     pub poll: PollConfig,
     pub retention: RetentionConfig,
+    pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+}
+
+/// Graceful shutdown on SIGTERM/SIGINT.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    #[serde(deserialize_with = "duration")]
+    pub grace: Duration,
 }
 
 /// The MK.IO API: where it is, the token, the projects this relay manages, the request budget,
@@ -217,6 +226,8 @@ pub struct IngestConfig {
     pub queue_capacity: usize,
     #[serde(deserialize_with = "duration")]
     pub retry_after: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -482,6 +493,8 @@ impl Config {
             ("poll.reconcile_interval", p.reconcile_interval),
             ("poll.lease_ttl", p.lease_ttl),
             ("retention.interval", self.retention.interval),
+            ("ingest.body_timeout", self.ingest.body_timeout),
+            ("shutdown.grace", self.shutdown.grace),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::setting(key, "must be above zero"));
