@@ -473,13 +473,15 @@ impl Config {
             return Err(ConfigError::setting("mkio.rule_name", "must not be empty"));
         }
         for kind in &self.poll.kinds {
-            if kind
-                .parse::<crate::domain::resource::ResourceKind>()
-                .is_err()
-            {
+            let known = crate::poller::DISCOVERABLE;
+            if !known.iter().any(|k| k.as_str() == kind) {
+                let names: Vec<&str> = known.iter().map(|k| k.as_str()).collect();
                 return Err(ConfigError::setting(
                     "poll.kinds",
-                    format!("{kind:?} is not a resource kind"),
+                    format!(
+                        "{kind:?} cannot be discovered; use any of {}",
+                        names.join(", ")
+                    ),
                 ));
             }
         }

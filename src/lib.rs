@@ -22,6 +22,7 @@ pub mod fanout;
 pub mod healthcheck;
 pub mod http;
 pub mod ingest;
+pub mod poller;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -692,6 +692,7 @@ async fn concurrent_deliveries_all_commit_with_unique_sequence_numbers() {
 }
 
 use mkio_relay::store::outbox::{AttemptResult, Claimed, DeliveryRow, ReplayRange, Subscription};
+use mkio_relay::store::watches::{OnExisting, PollRecord, WatchQuery, WatchRow};
 use mkio_relay::store::StoreError;
 use std::sync::Arc;
 
@@ -780,6 +781,37 @@ impl mkio_relay::store::Store for FailingStore {
         &self,
         _: i64,
     ) -> Result<Option<(mkio_relay::store::StoredEvent, Option<Vec<u8>>)>, StoreError> {
+        Err(fail())
+    }
+    async fn add_watch(&self, _: &WatchRow, _: OnExisting) -> Result<WatchRow, StoreError> {
+        Err(fail())
+    }
+    async fn watches(&self, _: &WatchQuery) -> Result<Vec<WatchRow>, StoreError> {
+        Err(fail())
+    }
+    async fn due_watches(&self, _: &str, _: i64, _: i64) -> Result<Vec<WatchRow>, StoreError> {
+        Err(fail())
+    }
+    async fn next_watch_due(&self, _: &str) -> Result<Option<i64>, StoreError> {
+        Err(fail())
+    }
+    async fn record_poll(&self, _: &str, _: &PollRecord) -> Result<(), StoreError> {
+        Err(fail())
+    }
+    async fn delete_watch(&self, _: &str) -> Result<bool, StoreError> {
+        Err(fail())
+    }
+    async fn take_lease(&self, _: &str, _: &str, _: i64, _: i64) -> Result<bool, StoreError> {
+        Err(fail())
+    }
+    async fn release_lease(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        Err(fail())
+    }
+    async fn stale_jobs(
+        &self,
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<mkio_relay::store::ResourceRow>, StoreError> {
         Err(fail())
     }
     async fn maintain(&self) -> Result<(), StoreError> {

@@ -534,3 +534,258 @@ async fn data_round_trips_for_both_content_modes() {
     })
     .await;
 }
+
+fn subscription_to_everything() -> mkio_relay::store::outbox::Subscription {
+    mkio_relay::store::outbox::Subscription {
+        id: "all".into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        filter: Default::default(),
+        enabled: true,
+        retry_schedule: None,
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        previous_secret: None,
+        previous_secret_until_ms: None,
+        disabled_reason: None,
+        origin: "api".into(),
+        created_ms: 0,
+        updated_ms: 0,
+    }
+}
+
+async fn queued_deliveries(store: &dyn Store) -> Vec<i64> {
+    store
+        .deliveries("all", None, 0, 100)
+        .await
+        .expect("deliveries")
+        .iter()
+        .map(|d| d.seq)
+        .collect()
+}
+
+/// A transition seen by polling and then by its webhook (or the other way round) is one
+/// transition: the second report is stored but queues no delivery and changes no state.
+#[tokio::test]
+async fn a_polled_transition_and_its_webhook_count_once_in_either_order() {
+    use mkio_relay::domain::polled::polled_event;
+    each_backend(|db| async move {
+        let store = open(&db).await;
+        store
+            .put_subscription(&subscription_to_everything())
+            .await
+            .unwrap();
+        let ms = |t: &str| mkio_relay::domain::time::parse_rfc3339_ms(t).unwrap();
+        // Poll first: the poll is the transition, the webhook confirms it.
+        let poll = polled_event(
+            "/api/v1/projects/p/media/transforms/t/jobs/j",
+            "Finished",
+            Some("Processing"),
+            json!({}),
+            ms("2025-01-01T00:00:05Z"),
+            ms("2025-01-01T00:00:05Z"),
+        );
+        store.append(&[poll]).await.unwrap();
+        let out = store
+            .append(&[job("w1", "Finished", "2025-01-01T00:00:04Z")])
+            .await
+            .unwrap();
+        assert!(matches!(out[0], Appended::Stored { .. }), "{out:?}");
+        assert_eq!(all_events(store.as_ref()).await.len(), 2);
+        assert_eq!(
+            queued_deliveries(store.as_ref()).await.len(),
+            1,
+            "one delivery"
+        );
+        let rows = store
+            .resources(&ResourceQuery {
+                kind: Some(ResourceKind::Job),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows[0].state, "Finished");
+        assert_eq!(
+            rows[0].previous_state, None,
+            "the poll was the first report"
+        );
+        assert_eq!(rows[0].origin, Origin::Webhook, "the webhook's details now");
+
+        // A later, different webhook state is a transition again (channel, time-ordered).
+        let poll = polled_event(
+            CHANNEL,
+            "Running",
+            None,
+            json!({}),
+            ms("2025-01-01T00:01:00Z"),
+            ms("2025-01-01T00:01:00Z"),
+        );
+        store.append(&[poll]).await.unwrap();
+        let confirm = event(
+            "c1",
+            CHANNEL,
+            "MediaKind.ChannelInstanceStarted",
+            "Running",
+            "2025-01-01T00:01:01Z",
+        );
+        store.append(&[confirm]).await.unwrap();
+        assert_eq!(queued_deliveries(store.as_ref()).await.len(), 2);
+        let stop = event(
+            "c2",
+            CHANNEL,
+            "MediaKind.ChannelInstanceStopped",
+            "Stopped",
+            "2025-01-01T00:02:00Z",
+        );
+        store.append(&[stop]).await.unwrap();
+        assert_eq!(queued_deliveries(store.as_ref()).await.len(), 3);
+        assert_eq!(
+            state_of(store.as_ref(), ResourceKind::LiveChannel, "c").await,
+            Some("Stopped".into())
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn watches_and_leases() {
+    use mkio_relay::store::watches::{OnExisting, PollRecord, WatchQuery, WatchRow};
+    each_backend(|db| async move {
+        let store = open(&db).await;
+        let w = |id: &str, path: &str, next: i64| WatchRow {
+            id: id.into(),
+            path: path.into(),
+            project: "p".into(),
+            source: "api".into(),
+            until_states: Some("Running".into()),
+            status: "active".into(),
+            last_state: None,
+            interval_ms: 0,
+            next_poll_ms: next,
+            last_polled_ms: None,
+            polls: 0,
+            error: None,
+            created_ms: 1,
+            updated_ms: 1,
+        };
+        let se = "/api/v1/projects/p/media/streamingEndpoints/se";
+        let le = "/api/v1/projects/p/media/liveEvents/le";
+        let a = store
+            .add_watch(&w("w_a", se, 100), OnExisting::Keep)
+            .await
+            .unwrap();
+        assert_eq!(a.id, "w_a");
+        // Same path: the existing watch is returned.
+        let again = store
+            .add_watch(&w("w_b", se, 50), OnExisting::ReviveInactive)
+            .await
+            .unwrap();
+        assert_eq!(again.id, "w_a");
+        store
+            .add_watch(&w("w_c", le, 300), OnExisting::Keep)
+            .await
+            .unwrap();
+        let due = store.due_watches("p", 200, 10).await.unwrap();
+        assert_eq!(
+            due.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+            ["w_a"]
+        );
+        assert_eq!(store.next_watch_due("p").await.unwrap(), Some(100));
+        assert_eq!(store.next_watch_due("other").await.unwrap(), None);
+        let done = PollRecord {
+            status: "done".into(),
+            last_state: Some("Running".into()),
+            interval_ms: 5_000,
+            next_poll_ms: 10_000,
+            polled_ms: 150,
+            error: None,
+        };
+        store.record_poll("w_a", &done).await.unwrap();
+        assert_eq!(store.next_watch_due("p").await.unwrap(), Some(300));
+        let rows = store
+            .watches(&WatchQuery {
+                id: Some("w_a".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows[0].status, "done");
+        assert_eq!(rows[0].polls, 1);
+        assert_eq!(rows[0].last_state.as_deref(), Some("Running"));
+        // A done watch is kept by Keep and revived by ReviveInactive.
+        let kept = store
+            .add_watch(&w("w_d", se, 1), OnExisting::Keep)
+            .await
+            .unwrap();
+        assert_eq!(kept.status, "done");
+        let revived = store
+            .add_watch(&w("w_e", se, 1), OnExisting::ReviveInactive)
+            .await
+            .unwrap();
+        assert_eq!(
+            (revived.id.as_str(), revived.status.as_str()),
+            ("w_a", "active")
+        );
+        let page = store
+            .watches(&WatchQuery {
+                project: Some("p".into()),
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        let rest = store
+            .watches(&WatchQuery {
+                after_id: page[0].id.clone(),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 1);
+        assert!(store.delete_watch("w_c").await.unwrap());
+        assert!(!store.delete_watch("w_c").await.unwrap());
+
+        // Leases: one holder at a time; renewable by the holder; taken over once expired.
+        assert!(store
+            .take_lease("poll:p", "r1", 1_000, 30_000)
+            .await
+            .unwrap());
+        assert!(!store
+            .take_lease("poll:p", "r2", 2_000, 30_000)
+            .await
+            .unwrap());
+        assert!(store
+            .take_lease("poll:p", "r1", 20_000, 30_000)
+            .await
+            .unwrap());
+        assert!(!store
+            .take_lease("poll:p", "r2", 49_000, 30_000)
+            .await
+            .unwrap());
+        assert!(store
+            .take_lease("poll:p", "r2", 50_001, 30_000)
+            .await
+            .unwrap());
+        store.release_lease("poll:p", "r2").await.unwrap();
+        assert!(store
+            .take_lease("poll:p", "r3", 50_002, 30_000)
+            .await
+            .unwrap());
+
+        // Stale jobs: non-terminal, no event since the cutoff, not watched yet.
+        store
+            .append(&[job("s1", "Processing", "2025-01-01T00:00:00Z")])
+            .await
+            .unwrap();
+        let stale = store.stale_jobs(i64::MAX, 10).await.unwrap();
+        assert_eq!(stale.len(), 1);
+        assert!(store.stale_jobs(0, 10).await.unwrap().is_empty());
+        let mut jw = w("w_j", "/api/v1/projects/p/media/transforms/t/jobs/j", 1);
+        jw.source = "safety_net".into();
+        store.add_watch(&jw, OnExisting::Keep).await.unwrap();
+        assert!(store.stale_jobs(i64::MAX, 10).await.unwrap().is_empty());
+    })
+    .await;
+}

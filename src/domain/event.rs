@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 /// The MK.IO event types (MKIO.md A.2). Any other type is stored with kind `unknown` and never
 /// changes a resource's state.
-pub const KNOWN_TYPES: [&str; 10] = [
+pub const KNOWN_TYPES: [&str; 11] = [
     "MediaKind.JobStarted",
     "MediaKind.JobFinished",
     "MediaKind.StreamingLocatorCreated",
@@ -17,6 +17,7 @@ pub const KNOWN_TYPES: [&str; 10] = [
     "MediaKind.ScheduledOperationOngoing",
     "MediaKind.ScheduledOperationCompleted",
     "MediaKind.ScheduledOperationError",
+    super::polled::POLLED_TYPE,
 ];
 
 /// Why a body is not a valid CloudEvent. The message names the field and is safe to return.
@@ -36,6 +37,14 @@ impl Origin {
         match self {
             Self::Webhook => "webhook",
             Self::Poll => "poll",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "webhook" => Some(Self::Webhook),
+            "poll" => Some(Self::Poll),
+            _ => None,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::error::{no_route, wrong_method, ApiError};
 use super::health::{self, Health};
-use super::{events, resources, subscriptions};
+use super::{events, resources, subscriptions, watches};
 use crate::config::Config;
 use crate::domain::resource::ResourceKind;
 use crate::fanout::feed::FeedHandle;
@@ -33,6 +33,8 @@ pub struct ApiState {
     pub rotation_overlap: Duration,
     /// Wakes the dispatcher after a manual retry or a replay.
     pub dispatcher_wake: Arc<Notify>,
+    /// The projects the poller manages (none when polling is off).
+    pub polling: Arc<crate::poller::Projects>,
 }
 
 impl ApiState {
@@ -59,6 +61,7 @@ impl ApiState {
             keepalive: config.api.stream_keepalive,
             rotation_overlap: config.delivery.secret_rotation_overlap,
             dispatcher_wake,
+            polling: Arc::default(),
         }
     }
 
@@ -121,6 +124,11 @@ pub fn router(state: Arc<ApiState>, health: Health) -> Router {
         )
         .route("/v1/subscriptions/{id}/replay", post(subscriptions::replay))
         .route("/v1/deliveries/{id}/retry", post(subscriptions::retry))
+        .route("/v1/watches", get(watches::list).post(watches::create))
+        .route(
+            "/v1/watches/{id}",
+            get(watches::get).delete(watches::delete),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state);
     v1.merge(health::router(health))

@@ -10,3 +10,4 @@ pub mod ingest;
 pub mod resources;
 pub mod subscriptions;
 pub mod views;
+pub mod watches;

@@ -32,8 +32,10 @@ pub(super) fn state_keys(events: &[NewEvent]) -> Vec<&ResourceKey> {
 
 /// The decisions for a batch, before the inserts assign sequence numbers.
 pub(super) struct Plan {
-    /// `(index in the batch, applied)` of each event to insert, in batch order.
-    pub fresh: Vec<(usize, bool)>,
+    /// `(index in the batch, applied, deliver)` of each event to insert, in batch order.
+    /// `deliver` is false for a webhook that confirms a state already recorded by polling
+    /// ([`Projection::confirms_poll`]): the transition was delivered once, from the poll.
+    pub fresh: Vec<(usize, bool, bool)>,
     projection: Projection,
 }
 
@@ -62,11 +64,16 @@ pub(super) fn plan(
         if !stored.insert((e.source.clone(), e.id.clone())) {
             continue; // stored already, or earlier in this batch
         }
+        if e.sets_state() && projection.confirms_poll(e) {
+            projection.confirm(e, provisional(i));
+            fresh.push((i, true, false));
+            continue;
+        }
         let applied = e.sets_state() && projection.would_apply(e);
         if applied {
             projection.apply(e, provisional(i));
         }
-        fresh.push((i, applied));
+        fresh.push((i, applied, true));
     }
     Plan { fresh, projection }
 }
@@ -91,7 +98,7 @@ impl Plan {
         let mut outcomes = vec![Appended::Duplicate; events.len()];
         let mut seq_of = vec![0i64; events.len()];
         let mut deliveries = Vec::new();
-        for (i, applied) in &self.fresh {
+        for (i, applied, deliver) in &self.fresh {
             let e = &events[*i];
             // Appends are serialized (one writer; an advisory lock on Postgres), so an event
             // absent from the lookup cannot conflict on insert; if one did, fail the batch.
@@ -112,6 +119,9 @@ impl Plan {
                 kind: e.kind.as_str(),
                 state: e.state.as_deref(),
             };
+            if !deliver {
+                continue;
+            }
             for sub in subscriptions.iter().filter(|s| s.filter.matches(&facts)) {
                 deliveries.push((sub.id.clone(), seq, e.key.ordering_key(), e.received_ms));
             }

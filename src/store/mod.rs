@@ -9,17 +9,19 @@ mod projection;
 mod sql;
 mod sqlite;
 mod sqlite_append;
+pub mod watches;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-use crate::domain::event::NewEvent;
+use crate::domain::event::{NewEvent, Origin};
 use crate::domain::resource::ResourceKind;
 use async_trait::async_trait;
 use outbox::{AttemptResult, Claimed, DeliveryRow, ReplayRange, Subscription};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+use watches::{OnExisting, PollRecord, WatchQuery, WatchRow};
 
 /// Why a store operation failed. Every variant means "not stored": callers answer 503.
 /// The message includes the cause (which is therefore not also exposed as `source()`).
@@ -91,6 +93,8 @@ pub struct ResourceRow {
     pub created_ms: i64,
     pub updated_ms: i64,
     pub details: Value,
+    /// Where the current state came from: a webhook, or the relay's own polling.
+    pub origin: Origin,
 }
 
 /// A page of the event log: events with `seq > after`, oldest first.
@@ -214,6 +218,42 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<(StoredEvent, Option<Vec<u8>>)>, StoreError>;
     /// Periodic upkeep the database needs from its client (SQLite: WAL checkpoints, which
     /// are kept off the commit path). Called every [`MAINTAIN_EVERY`].
+    /// Adds a watch, or returns the one on the same path (see [`OnExisting`]).
+    async fn add_watch(
+        &self,
+        watch: &WatchRow,
+        on_existing: OnExisting,
+    ) -> Result<WatchRow, StoreError>;
+    /// A page of watches in id order.
+    async fn watches(&self, query: &WatchQuery) -> Result<Vec<WatchRow>, StoreError>;
+    /// Active watches of `project` due by `until_ms`, soonest first.
+    async fn due_watches(
+        &self,
+        project: &str,
+        until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<WatchRow>, StoreError>;
+    /// When the next active watch of `project` is due.
+    async fn next_watch_due(&self, project: &str) -> Result<Option<i64>, StoreError>;
+    /// Writes a poll's outcome back to an active watch.
+    async fn record_poll(&self, id: &str, record: &PollRecord) -> Result<(), StoreError>;
+    async fn delete_watch(&self, id: &str) -> Result<bool, StoreError>;
+    /// Takes or renews the lease `name` for `ttl_ms`; false while another holder has it.
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError>;
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+    /// Jobs with no terminal state and no event since `updated_before_ms`, not watched yet.
+    async fn stale_jobs(
+        &self,
+        updated_before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ResourceRow>, StoreError>;
+
     async fn maintain(&self) -> Result<(), StoreError>;
     /// Calls `on_commit` whenever another process sharing this database commits events, until
     /// `cancel`. Returns at once for a database only this process writes (SQLite).
@@ -272,6 +312,10 @@ fn parse_json(text: Option<String>, what: &str) -> Result<Value, StoreError> {
         Some(t) => serde_json::from_str(&t)
             .map_err(|e| StoreError::Corrupt(format!("{what} is not JSON: {e}"))),
     }
+}
+
+fn parse_origin(origin: &str) -> Result<Origin, StoreError> {
+    Origin::parse(origin).ok_or_else(|| StoreError::Corrupt(format!("unknown origin {origin:?}")))
 }
 
 fn parse_kind(kind: &str) -> Result<ResourceKind, StoreError> {

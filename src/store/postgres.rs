@@ -1,6 +1,7 @@
 //! Postgres store, for several replicas sharing one database.
 
 use super::outbox::{AttemptResult, Claimed, DeliveryRow, ReplayRange, Subscription};
+use super::watches::{OnExisting, PollRecord, WatchQuery, WatchRow};
 use super::{
     Appended, EventQuery, ResourceQuery, ResourceRow, Store, StoreError, StoreOptions, StoredEvent,
 };
@@ -17,6 +18,7 @@ mod ops {
     super::super::sql::shared_ops!(sqlx::PgConnection);
     super::super::sql::append_ops!(sqlx::PgConnection, sqlx::Postgres);
     super::super::outbox_sql::outbox_ops!(sqlx::PgConnection, "FOR UPDATE SKIP LOCKED");
+    super::super::watches::watch_ops!(sqlx::PgConnection);
 }
 
 /// The transaction-level advisory lock every append takes. Replicas append one at a time, so
@@ -174,6 +176,66 @@ impl Store for PgStore {
         seq: i64,
     ) -> Result<Option<(StoredEvent, Option<Vec<u8>>)>, StoreError> {
         ops::delivery_event(&mut *self.pool.acquire().await?, seq).await
+    }
+
+    async fn add_watch(
+        &self,
+        watch: &WatchRow,
+        on_existing: OnExisting,
+    ) -> Result<WatchRow, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        ops::add_watch(&mut conn, watch, on_existing).await
+    }
+
+    async fn watches(&self, query: &WatchQuery) -> Result<Vec<WatchRow>, StoreError> {
+        ops::watches(&mut *self.pool.acquire().await?, query).await
+    }
+
+    async fn due_watches(
+        &self,
+        project: &str,
+        until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<WatchRow>, StoreError> {
+        ops::due_watches(&mut *self.pool.acquire().await?, project, until_ms, limit).await
+    }
+
+    async fn next_watch_due(&self, project: &str) -> Result<Option<i64>, StoreError> {
+        ops::next_watch_due(&mut *self.pool.acquire().await?, project).await
+    }
+
+    async fn record_poll(&self, id: &str, record: &PollRecord) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        ops::record_poll(&mut conn, id, record).await
+    }
+
+    async fn delete_watch(&self, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        ops::delete_watch(&mut conn, id).await
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        ops::take_lease(&mut conn, name, holder, now_ms, ttl_ms).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        ops::release_lease(&mut conn, name, holder).await
+    }
+
+    async fn stale_jobs(
+        &self,
+        updated_before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ResourceRow>, StoreError> {
+        ops::stale_jobs(&mut *self.pool.acquire().await?, updated_before_ms, limit).await
     }
 
     async fn maintain(&self) -> Result<(), StoreError> {

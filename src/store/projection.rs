@@ -2,7 +2,7 @@
 //! and save rows, this decides what changes.
 
 use super::ResourceRow;
-use crate::domain::event::NewEvent;
+use crate::domain::event::{NewEvent, Origin};
 use crate::domain::resource::ResourceKey;
 use crate::domain::state::{supersedes, Observation};
 use std::collections::HashMap;
@@ -58,6 +58,31 @@ impl Projection {
         }
     }
 
+    /// Whether `event`, a webhook, reports the state the relay's own polling already recorded
+    /// as current: the same transition seen twice, once by each route.
+    pub fn confirms_poll(&self, event: &NewEvent) -> bool {
+        event.origin == Origin::Webhook
+            && matches!(
+                self.rows.get(&event.key),
+                Some((Some(cur), _))
+                    if cur.origin == Origin::Poll && event.state.as_deref() == Some(&*cur.state)
+            )
+    }
+
+    /// Records `event`, stored at `seq`, as the source of the resource's current state without
+    /// counting a transition: its details replace the poll's, the state and the previous state
+    /// stay.
+    pub fn confirm(&mut self, event: &NewEvent, seq: i64) {
+        if let Some((Some(cur), dirty)) = self.rows.get_mut(&event.key) {
+            cur.version_ms = event.version_ms;
+            cur.event_ms = event.event_ms;
+            cur.last_seq = seq;
+            cur.updated_ms = event.received_ms;
+            cur.origin = event.origin;
+            *dirty = true;
+        }
+    }
+
     /// Makes `event`, stored at `seq`, the resource's current state.
     pub fn apply(&mut self, event: &NewEvent, seq: i64) {
         let Some(state) = event.state.clone() else {
@@ -83,6 +108,7 @@ impl Projection {
                 updated_ms: event.received_ms,
                 // Written from the event's `details_text`; not cloned here.
                 details: serde_json::Value::Null,
+                origin: event.origin,
             }),
             true,
         );

@@ -16,7 +16,7 @@ macro_rules! event_columns {
 macro_rules! resource_columns {
     () => {
         "kind, project, parent, name, state, previous_state, version_ms, event_ms, last_seq, \
-         created_ms, updated_ms, details"
+         created_ms, updated_ms, details, origin"
     };
 }
 
@@ -80,12 +80,12 @@ pub(super) const INSERT_EVENTS_TAIL: &str =
 /// `VALUES (...), ...` go between head and tail.
 pub(super) const UPSERT_RESOURCES_HEAD: &str = "INSERT INTO resources (kind, project, parent, \
      name, state, previous_state, version_ms, event_ms, last_seq, created_ms, updated_ms, \
-     details) ";
+     details, origin) ";
 
 pub(super) const UPSERT_RESOURCES_TAIL: &str = " ON CONFLICT (kind, project, parent, name) DO \
      UPDATE SET state = excluded.state, previous_state = excluded.previous_state, version_ms = \
      excluded.version_ms, event_ms = excluded.event_ms, last_seq = excluded.last_seq, \
-     updated_ms = excluded.updated_ms, details = excluded.details";
+     updated_ms = excluded.updated_ms, details = excluded.details, origin = excluded.origin";
 
 /// An event's `data`, from the bytes it arrived as: the `data` member of a structured
 /// envelope, or the whole body of a binary-mode event (whose body can never be an object with
@@ -171,6 +171,7 @@ pub struct ResourceDbRow {
     pub(super) created_ms: i64,
     pub(super) updated_ms: i64,
     pub(super) details: String,
+    pub(super) origin: String,
 }
 
 impl TryFrom<ResourceDbRow> for ResourceRow {
@@ -190,6 +191,7 @@ impl TryFrom<ResourceDbRow> for ResourceRow {
             created_ms: r.created_ms,
             updated_ms: r.updated_ms,
             details: parse_json(Some(r.details), "resource details")?,
+            origin: super::parse_origin(&r.origin)?,
         })
     }
 }
@@ -334,7 +336,7 @@ macro_rules! append_ops {
             let mut seqs: HashMap<batch::EventKey, i64> = HashMap::with_capacity(plan.fresh.len());
             for chunk in plan.fresh.chunks(CHUNK_EVENTS) {
                 let mut qb = Qb::new($crate::store::sql::INSERT_EVENTS);
-                qb.push_values(chunk, |mut b, (i, applied)| {
+                qb.push_values(chunk, |mut b, (i, applied, _)| {
                     let e = &events[*i];
                     b.push_bind(e.id.as_str())
                         .push_bind(e.source.as_str())
@@ -379,7 +381,8 @@ macro_rules! append_ops {
                         .push_bind(r.last_seq)
                         .push_bind(r.created_ms)
                         .push_bind(r.updated_ms)
-                        .push_bind(*details);
+                        .push_bind(*details)
+                        .push_bind(r.origin.as_str());
                 });
                 qb.push($crate::store::sql::UPSERT_RESOURCES_TAIL);
                 qb.build().execute(&mut *conn).await?;

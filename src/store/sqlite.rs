@@ -2,6 +2,7 @@
 
 use super::outbox::{AttemptResult, Claimed, DeliveryRow, ReplayRange, Subscription};
 use super::sqlite_append::Appender;
+use super::watches::{OnExisting, PollRecord, WatchQuery, WatchRow};
 use super::{
     Appended, EventQuery, ResourceQuery, ResourceRow, Store, StoreError, StoreOptions, StoredEvent,
 };
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 mod ops {
     super::super::sql::shared_ops!(sqlx::SqliteConnection);
     super::super::outbox_sql::outbox_ops!(sqlx::SqliteConnection, "");
+    super::super::watches::watch_ops!(sqlx::SqliteConnection);
 }
 
 /// Cap on the WAL file's size once checkpointed (bytes).
@@ -211,6 +213,82 @@ impl Store for SqliteStore {
         seq: i64,
     ) -> Result<Option<(StoredEvent, Option<Vec<u8>>)>, StoreError> {
         ops::delivery_event(&mut *self.readers.acquire().await?, seq).await
+    }
+
+    async fn add_watch(
+        &self,
+        watch: &WatchRow,
+        on_existing: OnExisting,
+    ) -> Result<WatchRow, StoreError> {
+        let _write = self.write_lock.lock().await;
+        let mut conn = self.writer.acquire().await?;
+        ops::add_watch(&mut conn, watch, on_existing).await
+    }
+
+    async fn watches(&self, query: &WatchQuery) -> Result<Vec<WatchRow>, StoreError> {
+        ops::watches(&mut *self.readers.acquire().await?, query).await
+    }
+
+    async fn due_watches(
+        &self,
+        project: &str,
+        until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<WatchRow>, StoreError> {
+        ops::due_watches(
+            &mut *self.readers.acquire().await?,
+            project,
+            until_ms,
+            limit,
+        )
+        .await
+    }
+
+    async fn next_watch_due(&self, project: &str) -> Result<Option<i64>, StoreError> {
+        ops::next_watch_due(&mut *self.readers.acquire().await?, project).await
+    }
+
+    async fn record_poll(&self, id: &str, record: &PollRecord) -> Result<(), StoreError> {
+        let _write = self.write_lock.lock().await;
+        let mut conn = self.writer.acquire().await?;
+        ops::record_poll(&mut conn, id, record).await
+    }
+
+    async fn delete_watch(&self, id: &str) -> Result<bool, StoreError> {
+        let _write = self.write_lock.lock().await;
+        let mut conn = self.writer.acquire().await?;
+        ops::delete_watch(&mut conn, id).await
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let _write = self.write_lock.lock().await;
+        let mut conn = self.writer.acquire().await?;
+        ops::take_lease(&mut conn, name, holder, now_ms, ttl_ms).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let _write = self.write_lock.lock().await;
+        let mut conn = self.writer.acquire().await?;
+        ops::release_lease(&mut conn, name, holder).await
+    }
+
+    async fn stale_jobs(
+        &self,
+        updated_before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ResourceRow>, StoreError> {
+        ops::stale_jobs(
+            &mut *self.readers.acquire().await?,
+            updated_before_ms,
+            limit,
+        )
+        .await
     }
 
     async fn maintain(&self) -> Result<(), StoreError> {

@@ -132,6 +132,7 @@ impl Appender {
                     created_ms: r.get(9)?,
                     updated_ms: r.get(10)?,
                     details: r.get(11)?,
+                    origin: r.get(12)?,
                 })
             })?;
             for row in rows {
@@ -148,7 +149,7 @@ impl Appender {
                 "{INSERT_EVENTS}{}{INSERT_EVENTS_TAIL}",
                 values(chunk.len(), &event_group)
             );
-            let params = chunk.iter().flat_map(|(i, applied)| {
+            let params = chunk.iter().flat_map(|(i, applied, _)| {
                 let e = &events[*i];
                 [
                     text(&e.id),
@@ -186,7 +187,7 @@ impl Appender {
         }
         let done = plan.finish(events, &seqs, &subscriptions)?;
 
-        let resource_group = placeholders(12);
+        let resource_group = placeholders(13);
         for chunk in done.changed.chunks(CHUNK_KEYS / 4) {
             let sql = format!(
                 "{UPSERT_RESOURCES_HEAD}{}{UPSERT_RESOURCES_TAIL}",
@@ -206,6 +207,7 @@ impl Appender {
                     int(r.created_ms),
                     int(r.updated_ms),
                     text(details),
+                    text(r.origin.as_str()),
                 ]
             });
             tx.prepare_cached(&sql)?.execute(params_from_iter(params))?;

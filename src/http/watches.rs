@@ -1,0 +1,210 @@
+//! `/v1/watches`: one-off resources for the poller to watch (`POST` with a path and an optional
+//! `until` state), listed, read and removed. Watches from configuration, the job safety net
+//! and reconciliation appear here too.
+
+use super::api::ApiState;
+use super::error::ApiError;
+use super::extract::{ApiPath, ApiQuery};
+use crate::domain::polled::watch_ends;
+use crate::domain::resource::{parse_source, ResourceKind};
+use crate::domain::time::{format_ms, now_ms};
+use crate::store::watches::{new_watch_id, OnExisting, WatchQuery, WatchRow};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// A watch as the API shows it.
+fn view(w: &WatchRow) -> Value {
+    json!({
+        "id": w.id,
+        "path": w.path,
+        "project": w.project,
+        "kind": parse_source(&w.path).key.kind,
+        "source": w.source,
+        "until": w.until_states.as_deref().map(|u| u.split(',').collect::<Vec<_>>()),
+        "status": w.status,
+        "last_state": w.last_state,
+        "polls": w.polls,
+        "last_polled_at": w.last_polled_ms.map(format_ms),
+        "next_poll_at": (w.status == "active").then(|| format_ms(w.next_poll_ms)),
+        "error": w.error,
+        "created_at": format_ms(w.created_ms),
+        "updated_at": format_ms(w.updated_ms),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    path: String,
+    until: Option<Until>,
+}
+
+/// `until`: one state or a list of states.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Until {
+    One(String),
+    Many(Vec<String>),
+}
+
+pub async fn create(
+    State(s): State<Arc<ApiState>>,
+    request: Result<Json<CreateBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = request
+        .map(|Json(v)| v)
+        .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+    let parsed = parse_source(&body.path);
+    if !body.path.starts_with("/api/v1/projects/") || parsed.key.kind == ResourceKind::Unknown {
+        return Err(ApiError::bad_request(
+            "invalid_watch",
+            "`path` must be an MK.IO resource path such as \
+             /api/v1/projects/{project}/media/streamingEndpoints/{name}",
+        ));
+    }
+    let project = parsed.key.project.clone();
+    if s.polling.names().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "polling_off",
+            "polling is off: set mkio.token and mkio.projects, and poll.enabled",
+        ));
+    }
+    if !s.polling.contains(&project) {
+        return Err(ApiError::bad_request(
+            "invalid_watch",
+            format!("project `{project}` is not in mkio.projects, so nothing would poll it"),
+        ));
+    }
+    let until = match body.until {
+        None => None,
+        Some(Until::One(s)) => Some(vec![s]),
+        Some(Until::Many(v)) => Some(v),
+    };
+    if let Some(states) = &until {
+        if states.is_empty()
+            || states
+                .iter()
+                .any(|s| s.trim().is_empty() || s.contains(',') || s.len() > 64)
+        {
+            return Err(ApiError::bad_request(
+                "invalid_watch",
+                "`until` must be a state name or a non-empty list of them",
+            ));
+        }
+    }
+    let now = now_ms();
+    let watch = WatchRow {
+        id: new_watch_id(),
+        path: parsed.canonical,
+        project: project.clone(),
+        source: "api".into(),
+        until_states: until.map(|u| u.join(",")),
+        status: "active".into(),
+        last_state: None,
+        interval_ms: 0,
+        next_poll_ms: now,
+        last_polled_ms: None,
+        polls: 0,
+        error: None,
+        created_ms: now,
+        updated_ms: now,
+    };
+    let stored = s
+        .store
+        .add_watch(&watch, OnExisting::ReviveInactive)
+        .await?;
+    s.polling.wake(&project);
+    let status = if stored.id == watch.id {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut v = view(&stored);
+    if let (Some(state), true) = (&stored.last_state, stored.status == "done") {
+        v["condition_met"] = json!(watch_ends(
+            parsed.key.kind,
+            stored.until_states.as_deref(),
+            state
+        ));
+    }
+    Ok((status, Json(v)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    project: Option<String>,
+    status: Option<String>,
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn list(
+    State(s): State<Arc<ApiState>>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(status) = &q.status {
+        if !["active", "done", "gone", "failed"].contains(&status.as_str()) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "`status` must be one of active, done, gone, failed",
+            ));
+        }
+    }
+    let limit = s.page_size(q.limit)?;
+    let rows = s
+        .store
+        .watches(&WatchQuery {
+            id: None,
+            project: q.project,
+            status: q.status,
+            after_id: q.after.unwrap_or_default(),
+            limit: i64::from(limit),
+        })
+        .await?;
+    let next = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|w| w.id.clone()))
+        .flatten();
+    Ok(Json(json!({
+        "watches": rows.iter().map(view).collect::<Vec<_>>(),
+        "next_after": next,
+    })))
+}
+
+async fn find(s: &ApiState, id: &str) -> Result<WatchRow, ApiError> {
+    let rows = s
+        .store
+        .watches(&WatchQuery {
+            id: Some(id.to_owned()),
+            limit: 1,
+            ..WatchQuery::default()
+        })
+        .await?;
+    rows.into_iter()
+        .next()
+        .ok_or_else(|| ApiError::not_found(format!("no watch {id}")))
+}
+
+pub async fn get(
+    State(s): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(view(&find(&s, &id).await?)))
+}
+
+pub async fn delete(
+    State(s): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    if s.store.delete_watch(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no watch {id}")))
+    }
+}
