@@ -76,6 +76,8 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Before anything resolves a metric handle: handles taken earlier would record nowhere.
+    crate::metrics::install();
     let store = open_store(&config).await?;
     let last_seq = store
         .last_seq()

@@ -11,7 +11,9 @@
 //!   batch, binary), and the group-commit writer.
 //! - `fanout`: the feed that publishes committed events in order, gap-free followers for
 //!   SSE and long-polls, and per-resource wake-ups for waiters.
-//! - `http`: the ingest and API routers, error mapping, response views.
+//! - `http`: the ingest and API routers, error mapping, response views, `/metrics`, and the
+//!   OpenAPI document of `/v1`.
+//! - `metrics`: the Prometheus recorder and the names of the relay's metrics.
 //! - `config`, `cli`, `telemetry`, `shutdown`, `app`: start-up and the composition root.
 
 pub mod app;
@@ -22,6 +24,7 @@ pub mod fanout;
 pub mod healthcheck;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod poller;
 pub mod shutdown;
 pub mod store;

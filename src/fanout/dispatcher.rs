@@ -23,6 +23,9 @@ const SAFETY_TICK: Duration = Duration::from_secs(1);
 /// A claim outlives the attempt's timeout by this much before another dispatcher may take it.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
+/// How often the outbox's pending and dead-lettered deliveries are counted for metrics.
+const COUNT_OUTBOX_EVERY: Duration = Duration::from_secs(10);
+
 /// The error text kept for an attempt is cut to this many characters.
 const ERROR_TEXT_MAX: usize = 500;
 
@@ -78,6 +81,7 @@ impl Dispatcher {
             .take();
         let recorder =
             taken.map(|rx| tokio::spawn(self.clone().record_results(rx, recorder_stop.clone())));
+        let counter = tokio::spawn(count_outbox(self.store.clone(), cancel.clone()));
         while !cancel.is_cancelled() {
             let wait = match self.run_once(&tracker).await {
                 Ok(wait) => wait,
@@ -100,6 +104,7 @@ impl Dispatcher {
         if let Some(recorder) = recorder {
             let _ = recorder.await;
         }
+        let _ = counter.await;
     }
 
     /// Writes finished attempts, all that are waiting at once, then frees their slots and wakes
@@ -215,6 +220,7 @@ impl Dispatcher {
                     latency_ms: 0,
                     error: Some("the event is no longer stored".into()),
                 };
+                crate::metrics::delivery("dead", started.elapsed());
                 self.record(claimed, attempt, AttemptOutcome::Dead, permit);
                 return;
             }
@@ -251,6 +257,12 @@ impl Dispatcher {
                 }
             }
         };
+        let label = match outcome {
+            AttemptOutcome::Delivered => "delivered",
+            AttemptOutcome::Dead => "dead",
+            _ => "failed",
+        };
+        crate::metrics::delivery(label, started.elapsed());
         if outcome == AttemptOutcome::Dead {
             tracing::warn!(delivery = claimed.id, subscription = %sub.id, seq = claimed.seq, "delivery dead-lettered");
         }
@@ -304,6 +316,21 @@ impl Dispatcher {
             .send()
             .await?;
         Ok((response.status().as_u16(), response.headers().clone()))
+    }
+}
+
+/// Refreshes the outbox gauges until `cancel`. A count is a read, off the delivery path.
+async fn count_outbox(store: Arc<dyn Store>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(COUNT_OUTBOX_EVERY);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.status().await {
+            Ok(status) => crate::metrics::outbox(status.pending_deliveries, status.dead_deliveries),
+            Err(err) => tracing::debug!(error = %err, "cannot count the outbox; will retry"),
+        }
     }
 }
 

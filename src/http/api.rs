@@ -1,8 +1,10 @@
 //! The local API router: `/v1/events[/stream]`, `/v1/jobs`, `/v1/resources`,
-//! `/v1/subscriptions`, behind an optional bearer token, plus health.
+//! `/v1/subscriptions`, behind an optional bearer token, plus `/v1/openapi.json`, health and
+//! `/metrics`.
 
 use super::error::{no_route, wrong_method, ApiError};
 use super::health::{self, Health};
+use super::openapi::{self, Documented};
 use super::{events, resources, subscriptions, watches};
 use crate::config::Config;
 use crate::domain::resource::ResourceKind;
@@ -12,7 +14,6 @@ use crate::store::Store;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,46 +95,55 @@ impl ApiState {
     }
 }
 
+/// The `/v1` operations behind the API token. Each handler's `#[utoipa::path]` gives its
+/// method and path, so this one list makes both the routes and the OpenAPI document.
+fn protected() -> Documented<Arc<ApiState>> {
+    Documented::new()
+        .route::<events::__path_list, _, _>(events::list)
+        .route::<events::__path_stream, _, _>(events::stream)
+        .route::<resources::__path_list_jobs, _, _>(resources::list_jobs)
+        .route::<resources::__path_get_job, _, _>(resources::get_job)
+        .route::<resources::__path_list_resources, _, _>(resources::list_resources)
+        .route::<resources::__path_get_resource, _, _>(resources::get_resource)
+        .route::<subscriptions::__path_list, _, _>(subscriptions::list)
+        .route::<subscriptions::__path_create, _, _>(subscriptions::create)
+        .route::<subscriptions::__path_get, _, _>(subscriptions::get)
+        .route::<subscriptions::__path_update, _, _>(subscriptions::update)
+        .route::<subscriptions::__path_delete, _, _>(subscriptions::delete)
+        .route::<subscriptions::__path_deliveries, _, _>(subscriptions::deliveries)
+        .route::<subscriptions::__path_replay, _, _>(subscriptions::replay)
+        .route::<subscriptions::__path_retry, _, _>(subscriptions::retry)
+        .route::<watches::__path_list, _, _>(watches::list)
+        .route::<watches::__path_create, _, _>(watches::create)
+        .route::<watches::__path_get, _, _>(watches::get)
+        .route::<watches::__path_delete, _, _>(watches::delete)
+}
+
+/// The `/v1` operations open to anyone who can reach the API listener.
+fn open() -> Documented<Arc<ApiState>> {
+    Documented::new().route::<openapi::__path_serve, _, _>(openapi::serve)
+}
+
+/// The paths of every `/v1` route, for the OpenAPI document.
+pub fn v1_paths() -> utoipa::openapi::path::Paths {
+    let (_, mut paths) = protected().into_parts();
+    paths.merge(open().into_parts().1);
+    paths
+}
+
 pub fn router(state: Arc<ApiState>, health: Health) -> Router {
-    let v1 = Router::new()
-        .route("/v1/events", get(events::list))
-        .route("/v1/events/stream", get(events::stream))
-        .route("/v1/jobs", get(resources::list_jobs))
-        .route(
-            "/v1/jobs/{project}/{transform}/{job}",
-            get(resources::get_job),
-        )
-        .route("/v1/resources", get(resources::list_resources))
-        .route(
-            "/v1/resources/{kind}/{project}/{name}",
-            get(resources::get_resource),
-        )
-        .route(
-            "/v1/subscriptions",
-            get(subscriptions::list).post(subscriptions::create),
-        )
-        .route(
-            "/v1/subscriptions/{id}",
-            get(subscriptions::get)
-                .patch(subscriptions::update)
-                .delete(subscriptions::delete),
-        )
-        .route(
-            "/v1/subscriptions/{id}/deliveries",
-            get(subscriptions::deliveries),
-        )
-        .route("/v1/subscriptions/{id}/replay", post(subscriptions::replay))
-        .route("/v1/deliveries/{id}/retry", post(subscriptions::retry))
-        .route("/v1/watches", get(watches::list).post(watches::create))
-        .route(
-            "/v1/watches/{id}",
-            get(watches::get).delete(watches::delete),
-        )
+    let (protected, _) = protected().into_parts();
+    let (open, _) = open().into_parts();
+    let v1 = protected
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .merge(open)
         .with_state(state);
-    v1.merge(health::router(health))
+    let router = v1
+        .merge(health::router(health))
+        .merge(super::metrics::router())
         .fallback(no_route)
-        .method_not_allowed_fallback(wrong_method)
+        .method_not_allowed_fallback(wrong_method);
+    crate::telemetry::observe(router, "api")
 }
 
 async fn require_token(

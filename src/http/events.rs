@@ -4,6 +4,7 @@
 use super::api::{parse_kind, ApiState};
 use super::error::ApiError;
 use super::extract::ApiQuery;
+use super::openapi::{ErrorBody, EventPage};
 use super::views;
 use crate::fanout::follower::Follower;
 use crate::store::{EventQuery, StoredEvent};
@@ -22,15 +23,23 @@ use tokio::time::Instant;
 /// Events per SSE read from the store while a client catches up.
 const STREAM_PAGE: u32 = 200;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsParams {
+    /// The sequence number to start after (default 0).
     after: Option<i64>,
+    /// Page size, 1 to `api.max_page_size` (default `api.default_page_size`).
     limit: Option<u32>,
+    /// Long-poll: hold the request until a matching event exists, at most this long (`30s`,
+    /// `2m` or seconds; capped at `api.max_wait`).
     wait: Option<String>,
+    /// Exact event type.
     #[serde(rename = "type")]
     event_type: Option<String>,
+    /// Project name.
     project: Option<String>,
+    /// Event kind (`job`, `live_channel`, ..., `unknown`).
     kind: Option<String>,
 }
 
@@ -51,6 +60,19 @@ fn query(after: i64, limit: u32, p: EventsParams) -> Result<EventQuery, ApiError
 }
 
 /// A page of events after `after`; with `wait`, held open until one exists.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    operation_id = "list_events",
+    tag = "events",
+    params(EventsParams),
+    responses(
+        (status = 200, description = "Events oldest first", body = EventPage),
+        (status = 400, description = "A bad query parameter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(s): State<Arc<ApiState>>,
     ApiQuery(p): ApiQuery<EventsParams>,
@@ -72,6 +94,7 @@ pub async fn list(
         }
         Some(wait) => {
             let mut follower = Follower::new(s.store.clone(), &s.feed, query);
+            let _waiting = crate::metrics::Connected::waiter();
             let deadline = Instant::now() + wait;
             let events = tokio::select! {
                 r = follower.next(Some(deadline)) => r?,
@@ -86,13 +109,19 @@ pub async fn list(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StreamParams {
+    /// Start after this sequence number (`0`: the whole log) when there is no `Last-Event-ID`;
+    /// absent: from now.
     after: Option<i64>,
+    /// Exact event type.
     #[serde(rename = "type")]
     event_type: Option<String>,
+    /// Project name.
     project: Option<String>,
+    /// Event kind.
     kind: Option<String>,
 }
 
@@ -109,6 +138,21 @@ fn sse_event(e: &StoredEvent) -> Event {
 }
 
 /// Server-sent events from `Last-Event-ID` (a reconnect), else `?after=`, else from now.
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    operation_id = "stream_events",
+    tag = "events",
+    params(
+        StreamParams,
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this sequence number"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events: `id` is the sequence number, `event` the type, `data` the event JSON", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A bad query parameter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+    )
+)]
 pub async fn stream(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -142,12 +186,19 @@ pub async fn stream(
     };
     let follower = Follower::new(s.store.clone(), &s.feed, query(after, STREAM_PAGE, params)?);
     let shutdown = s.shutdown.clone();
+    // Lives in the stream's state: the gauge drops when the client goes or the stream ends.
+    let client = crate::metrics::Connected::sse_client();
     let events = stream::unfold(
-        (follower, VecDeque::<Arc<StoredEvent>>::new(), shutdown),
-        |(mut follower, mut pending, shutdown)| async move {
+        (
+            follower,
+            VecDeque::<Arc<StoredEvent>>::new(),
+            shutdown,
+            client,
+        ),
+        |(mut follower, mut pending, shutdown, client)| async move {
             loop {
                 if let Some(e) = pending.pop_front() {
-                    return Some((Ok(sse_event(&e)), (follower, pending, shutdown)));
+                    return Some((Ok(sse_event(&e)), (follower, pending, shutdown, client)));
                 }
                 let batch = tokio::select! {
                     () = shutdown.cancelled() => return None,

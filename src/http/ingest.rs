@@ -55,13 +55,40 @@ impl IngestState {
 }
 
 pub fn router(state: Arc<IngestState>, health: Health) -> Router {
-    Router::new()
-        .route("/webhooks/mkio", post(receive).options(handshake))
-        .route("/webhooks/mkio/{rule}", post(receive).options(handshake))
+    let router = Router::new()
+        .route("/webhooks/mkio", post(measured).options(handshake))
+        .route("/webhooks/mkio/{rule}", post(measured).options(handshake))
         .with_state(state)
         .merge(health::router(health))
         .fallback(no_route)
-        .method_not_allowed_fallback(wrong_method)
+        .method_not_allowed_fallback(wrong_method);
+    crate::telemetry::observe(router, "ingest")
+}
+
+/// [`receive`], counted by outcome and timed: `accepted` when the request stored something
+/// (or was an empty batch), `duplicate` when every event was already stored, else the status.
+async fn measured(
+    state: State<Arc<IngestState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = std::time::Instant::now();
+    let result = receive(state, uri, headers, body).await;
+    let outcome = match &result {
+        Ok(Json(answer)) => {
+            let accepted = answer["accepted"].as_u64().unwrap_or(0);
+            let duplicates = answer["duplicates"].as_u64().unwrap_or(0);
+            if accepted == 0 && duplicates > 0 {
+                "duplicate"
+            } else {
+                "accepted"
+            }
+        }
+        Err(err) => crate::metrics::status_label(err.status.as_u16()),
+    };
+    crate::metrics::ingest_request(outcome, started.elapsed());
+    result.into_response()
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

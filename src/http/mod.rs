@@ -7,6 +7,8 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod ingest;
+pub mod metrics;
+pub mod openapi;
 pub mod resources;
 pub mod subscriptions;
 pub mod views;

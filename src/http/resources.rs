@@ -4,6 +4,7 @@
 use super::api::{parse_kind, ApiState};
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
+use super::openapi::{ErrorBody, Job, JobPage, Resource, ResourcePage};
 use super::views;
 use crate::domain::resource::ResourceKind;
 use crate::domain::state::is_terminal_job_state;
@@ -135,6 +136,7 @@ async fn find(
     let name = query.name.clone().unwrap_or_default();
     let project = query.project.clone().unwrap_or_default();
     let wake = s.feed.waiters.register(kind, &project, &name);
+    let _waiting = crate::metrics::Connected::waiter();
     let deadline = Instant::now() + wait;
     let mut first_look = true;
     loop {
@@ -200,16 +202,32 @@ fn respond(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct JobsParams {
     project: Option<String>,
     transform: Option<String>,
     state: Option<String>,
+    /// Page size, 1 to `api.max_page_size`.
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// Jobs ordered by project, transform, job.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "resources",
+    params(JobsParams),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobPage),
+        (status = 400, description = "A bad query parameter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn list_jobs(
     State(s): State<Arc<ApiState>>,
     ApiQuery(p): ApiQuery<JobsParams>,
@@ -239,6 +257,26 @@ pub struct WaitParams {
     parent: Option<String>,
 }
 
+/// One job; with `?wait=`, held until `until` holds.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{project}/{transform}/{job}",
+    tag = "resources",
+    params(
+        ("project" = String, Path, description = "Project name"),
+        ("transform" = String, Path, description = "Transform name"),
+        ("job" = String, Path, description = "Job name"),
+        ("wait" = Option<String>, Query, description = "Long-poll up to this long (capped at `api.max_wait`)"),
+        ("until" = Option<String>, Query, description = "With `wait`: `terminal` or `STATE[,STATE...]`"),
+    ),
+    responses(
+        (status = 200, description = "The job (with `condition_met` after a wait)", body = Job),
+        (status = 400, description = "A bad query parameter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "Not known (after a wait, `error.condition_met` is false)", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn get_job(
     State(s): State<Arc<ApiState>>,
     ApiPath((project, transform, job)): ApiPath<(String, String, String)>,
@@ -267,17 +305,35 @@ pub async fn get_job(
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ResourcesParams {
+    /// Resource kind.
     kind: Option<String>,
     project: Option<String>,
+    /// A job's transform, a live output's live event, a scheduled operation's `{kind}/{name}`.
     parent: Option<String>,
     state: Option<String>,
+    /// Page size, 1 to `api.max_page_size`.
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// Resources ordered by kind, project, parent, name.
+#[utoipa::path(
+    get,
+    path = "/v1/resources",
+    tag = "resources",
+    params(ResourcesParams),
+    responses(
+        (status = 200, description = "A page of resources", body = ResourcePage),
+        (status = 400, description = "A bad query parameter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn list_resources(
     State(s): State<Arc<ApiState>>,
     ApiQuery(p): ApiQuery<ResourcesParams>,
@@ -301,6 +357,27 @@ pub async fn list_resources(
 
 /// Most resources are unique by (kind, project, name); a live output or scheduled operation
 /// may need `?parent=` when two parents have children of the same name.
+#[utoipa::path(
+    get,
+    path = "/v1/resources/{kind}/{project}/{name}",
+    tag = "resources",
+    params(
+        ("kind" = String, Path, description = "Resource kind"),
+        ("project" = String, Path, description = "Project name"),
+        ("name" = String, Path, description = "Resource name"),
+        ("parent" = Option<String>, Query, description = "The parent, when several share the name"),
+        ("wait" = Option<String>, Query, description = "Long-poll up to this long (capped at `api.max_wait`)"),
+        ("until" = Option<String>, Query, description = "With `wait`: `terminal` or `STATE[,STATE...]`"),
+    ),
+    responses(
+        (status = 200, description = "The resource (with `condition_met` after a wait)", body = Resource),
+        (status = 400, description = "Unknown kind or bad query", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "Not known", body = ErrorBody),
+        (status = 409, description = "Several parents have a child of this name; add `?parent=`", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn get_resource(
     State(s): State<Arc<ApiState>>,
     ApiPath((kind, project, name)): ApiPath<(String, String, String)>,

@@ -4,6 +4,10 @@
 use super::api::ApiState;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
+use super::openapi::{
+    DeliveryPage, ErrorBody, ReplayAccepted, RetryAccepted, Subscription as SubscriptionView,
+    SubscriptionList,
+};
 use crate::domain::subscription::Filter;
 use crate::domain::time::{format_ms, now_ms, parse_rfc3339_ms};
 use crate::fanout::subscriptions::{self, NewSubscription, Patch, SubscriptionError};
@@ -59,15 +63,22 @@ fn view(sub: &Subscription, secret: Option<&str>) -> Value {
     v
 }
 
-#[derive(Deserialize)]
+/// A new subscription; only `url` is required.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateSubscription)]
 pub struct CreateBody {
+    /// http or https.
     url: String,
     #[serde(default)]
+    #[schema(value_type = Option<super::openapi::SubscriptionFilter>)]
     filter: Filter,
     #[serde(default = "yes")]
+    #[schema(default = true)]
     enabled: bool,
+    /// Delays such as `["1s", "10s", "1m"]`; overrides `delivery.retry_schedule`.
     retry_schedule: Option<Vec<String>>,
+    /// `whsec_` + base64; generated when absent.
     secret: Option<String>,
 }
 
@@ -75,6 +86,19 @@ fn yes() -> bool {
     true
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions",
+    operation_id = "create_subscription",
+    tag = "subscriptions",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created; the only answer besides a rotation that shows `secret`", body = SubscriptionView),
+        (status = 400, description = "`invalid_body` or `invalid_subscription`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(s): State<Arc<ApiState>>,
     request: Result<Json<CreateBody>, JsonRejection>,
@@ -100,6 +124,17 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&sub, Some(&sub.secret)))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/subscriptions",
+    operation_id = "list_subscriptions",
+    tag = "subscriptions",
+    responses(
+        (status = 200, description = "Every subscription, without secrets", body = SubscriptionList),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn list(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
     let subs = s.store.subscriptions(None).await?;
     Ok(Json(json!({
@@ -107,6 +142,19 @@ pub async fn list(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiErro
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/subscriptions/{id}",
+    operation_id = "get_subscription",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses(
+        (status = 200, description = "The subscription, without its secret", body = SubscriptionView),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No such subscription", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(s): State<Arc<ApiState>>,
     ApiPath(id): ApiPath<String>,
@@ -117,15 +165,22 @@ pub async fn get(
     )))
 }
 
-#[derive(Deserialize)]
+/// Changes to a subscription; absent fields stay as they are.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UpdateSubscription)]
 pub struct PatchBody {
     url: Option<String>,
+    #[schema(value_type = Option<super::openapi::SubscriptionFilter>)]
     filter: Option<Filter>,
+    /// `true` also clears `disabled_reason`.
     enabled: Option<bool>,
     /// `null` returns to the default schedule; absent leaves it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
     retry_schedule: Option<Option<Vec<String>>>,
+    /// Generate a new secret (shown in the answer); the old one signs too until
+    /// `previous_secret_valid_until`.
     #[serde(default)]
     rotate_secret: bool,
 }
@@ -137,6 +192,22 @@ fn present<'de, D: serde::Deserializer<'de>>(
     Option::<Vec<String>>::deserialize(d).map(Some)
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/subscriptions/{id}",
+    operation_id = "update_subscription",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    request_body = PatchBody,
+    responses(
+        (status = 200, description = "The changed subscription (with `secret` after a rotation)", body = SubscriptionView),
+        (status = 400, description = "`invalid_body` or `invalid_subscription`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No such subscription", body = ErrorBody),
+        (status = 409, description = "Declared in the configuration (`declared_in_config`)", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn update(
     State(s): State<Arc<ApiState>>,
     ApiPath(id): ApiPath<String>,
@@ -166,6 +237,20 @@ pub async fn update(
     )))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/subscriptions/{id}",
+    operation_id = "delete_subscription",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses(
+        (status = 204, description = "Deleted, with its deliveries"),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No such subscription", body = ErrorBody),
+        (status = 409, description = "Declared in the configuration (`declared_in_config`)", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(s): State<Arc<ApiState>>,
     ApiPath(id): ApiPath<String>,
@@ -197,14 +282,32 @@ fn delivery_view(d: &DeliveryRow) -> Value {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveriesParams {
+    /// `pending`, `delivered` or `dead`.
     state: Option<String>,
+    /// A delivery id: the page starts after it.
     after: Option<i64>,
+    /// Page size, 1 to `api.max_page_size`.
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/subscriptions/{id}/deliveries",
+    operation_id = "list_deliveries",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id"), DeliveriesParams),
+    responses(
+        (status = 200, description = "Deliveries oldest first, with their attempts", body = DeliveryPage),
+        (status = 400, description = "A bad query parameter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No such subscription", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn deliveries(
     State(s): State<Arc<ApiState>>,
     ApiPath(id): ApiPath<String>,
@@ -236,6 +339,19 @@ pub async fn deliveries(
     })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/deliveries/{id}/retry",
+    operation_id = "retry_delivery",
+    tag = "subscriptions",
+    params(("id" = i64, Path, description = "Delivery id")),
+    responses(
+        (status = 202, description = "Queued again now, with a fresh schedule", body = RetryAccepted),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No such delivery", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn retry(
     State(s): State<Arc<ApiState>>,
     ApiPath(id): ApiPath<i64>,
@@ -250,13 +366,32 @@ pub async fn retry(
     ))
 }
 
-#[derive(Deserialize)]
+/// Which stored events to deliver again; at least one of the two.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Replay)]
 pub struct ReplayBody {
+    /// Events after this sequence number.
     after_seq: Option<i64>,
+    /// Events whose time is at or after this RFC 3339 time.
     since: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions/{id}/replay",
+    operation_id = "replay_events",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    request_body = ReplayBody,
+    responses(
+        (status = 202, description = "Deliveries queued for every matching event in the range", body = ReplayAccepted),
+        (status = 400, description = "`invalid_body`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No such subscription", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn replay(
     State(s): State<Arc<ApiState>>,
     ApiPath(id): ApiPath<String>,

@@ -5,6 +5,7 @@
 use super::api::ApiState;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
+use super::openapi::{ErrorBody, WatchPage, WatchView};
 use crate::domain::polled::watch_ends;
 use crate::domain::resource::{parse_source, ResourceKind};
 use crate::domain::time::{format_ms, now_ms};
@@ -37,10 +38,16 @@ fn view(w: &WatchRow) -> Value {
     })
 }
 
-#[derive(Deserialize)]
+/// A resource for the poller to watch.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    /// An MK.IO resource path in a managed project, e.g.
+    /// `/api/v1/projects/{project}/media/streamingEndpoints/{name}`.
     path: String,
+    /// A state, or a list of states, that ends the watch. Absent: the kind's final states
+    /// (a job's terminal states; never, for live resources).
+    #[schema(value_type = Option<Vec<String>>)]
     until: Option<Until>,
 }
 
@@ -52,6 +59,21 @@ enum Until {
     Many(Vec<String>),
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/watches",
+    operation_id = "create_watch",
+    tag = "watches",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Watching; the first poll is due now", body = WatchView),
+        (status = 200, description = "The path was watched already; that watch (started again if it had ended)", body = WatchView),
+        (status = 400, description = "`invalid_body` or `invalid_watch` (not a resource path, project not managed, bad `until`)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 409, description = "`polling_off`: no MK.IO token or projects configured", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(s): State<Arc<ApiState>>,
     request: Result<Json<CreateBody>, JsonRejection>,
@@ -136,15 +158,33 @@ pub async fn create(
     Ok((status, Json(v)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this project's watches.
     project: Option<String>,
+    /// `active`, `done`, `gone` or `failed`.
     status: Option<String>,
+    /// The `next_after` of the previous page.
     after: Option<String>,
+    /// Page size (default `api.default_page_size`).
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/watches",
+    operation_id = "list_watches",
+    tag = "watches",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of watches in id order", body = WatchPage),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(s): State<Arc<ApiState>>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -191,6 +231,19 @@ async fn find(s: &ApiState, id: &str) -> Result<WatchRow, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no watch {id}")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/watches/{id}",
+    operation_id = "get_watch",
+    tag = "watches",
+    params(("id" = String, Path, description = "Watch id")),
+    responses(
+        (status = 200, description = "The watch", body = WatchView),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No such watch", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(s): State<Arc<ApiState>>,
     ApiPath(id): ApiPath<String>,
@@ -198,6 +251,19 @@ pub async fn get(
     Ok(Json(view(&find(&s, &id).await?)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/watches/{id}",
+    operation_id = "delete_watch",
+    tag = "watches",
+    params(("id" = String, Path, description = "Watch id")),
+    responses(
+        (status = 204, description = "No longer watched"),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No such watch", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(s): State<Arc<ApiState>>,
     ApiPath(id): ApiPath<String>,

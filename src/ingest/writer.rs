@@ -1,7 +1,8 @@
 //! The single writer: batches concurrently submitted events into one transaction (group commit)
 //! and answers each submitter only after its batch has committed.
 
-use crate::domain::event::NewEvent;
+use crate::domain::event::{NewEvent, Origin};
+use crate::metrics::WriterMetrics;
 use crate::store::{Appended, Store, StoreError};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -64,6 +65,7 @@ pub struct Writer {
     jobs: mpsc::Receiver<Job>,
     committed: watch::Sender<i64>,
     max_batch_events: usize,
+    metrics: WriterMetrics,
 }
 
 impl Writer {
@@ -82,6 +84,7 @@ impl Writer {
                 jobs: rx,
                 committed: committed_tx,
                 max_batch_events: max_batch_events.max(1),
+                metrics: WriterMetrics::new(),
             },
             WriterHandle {
                 jobs: tx,
@@ -138,11 +141,12 @@ impl Writer {
     }
 
     /// Commits one batch and answers its submitters.
-    async fn run_once(&self, mut jobs: Vec<Job>) {
+    async fn run_once(&mut self, mut jobs: Vec<Job>) {
         let sizes: Vec<usize> = jobs.iter().map(|j| j.events.len()).collect();
         let events: Vec<NewEvent> = jobs.iter_mut().flat_map(|j| j.events.drain(..)).collect();
         let started = std::time::Instant::now();
         let result = self.store.append(&events).await;
+        self.metrics.batch(events.len(), started.elapsed());
         tracing::debug!(
             events = events.len(),
             submissions = jobs.len(),
@@ -152,6 +156,7 @@ impl Writer {
         match result {
             Ok(outcomes) => {
                 self.publish(&outcomes);
+                self.observe(&events, &outcomes);
                 let mut rest = outcomes.into_iter();
                 for (job, size) in jobs.into_iter().zip(sizes) {
                     let _ = job.reply.send(Ok(rest.by_ref().take(size).collect()));
@@ -170,13 +175,28 @@ impl Writer {
                     let own: Vec<NewEvent> = events.by_ref().take(size).collect();
                     let result = self.store.append(&own).await;
                     match &result {
-                        Ok(outcomes) => self.publish(outcomes),
+                        Ok(outcomes) => {
+                            self.publish(outcomes);
+                            self.observe(&own, outcomes);
+                        }
                         Err(err) => {
                             tracing::error!(error = %err, events = own.len(), "append failed")
                         }
                     }
                     let _ = job.reply.send(result.map_err(Into::into));
                 }
+            }
+        }
+    }
+
+    /// Counts committed events by type and notes each project's latest webhook.
+    fn observe(&mut self, events: &[NewEvent], outcomes: &[Appended]) {
+        for (event, outcome) in events.iter().zip(outcomes) {
+            if matches!(outcome, Appended::Stored { .. }) {
+                self.metrics.stored(&event.event_type);
+            }
+            if event.origin == Origin::Webhook {
+                self.metrics.webhook(&event.key.project, event.received_ms);
             }
         }
     }

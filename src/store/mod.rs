@@ -170,6 +170,13 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
+    /// Compares the applied migrations with this binary's and counts the outbox, for
+    /// readiness and metrics. Both backends implement it; the default (for test doubles)
+    /// only checks that the database answers.
+    async fn status(&self) -> Result<StoreStatus, StoreError> {
+        self.ping().await?;
+        Ok(StoreStatus::default())
+    }
     /// Creates or replaces a subscription.
     async fn put_subscription(&self, sub: &Subscription) -> Result<(), StoreError>;
     /// Every subscription, or the one with `id`.
@@ -269,6 +276,56 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Which backend this is (`sqlite` or `postgres`), for logs.
     fn backend(&self) -> &'static str;
+}
+
+/// What [`Store::status`] reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// Migrations this binary embeds that are not (successfully) applied.
+    pub missing_migrations: Vec<i64>,
+    /// Applied migrations this binary does not know: a newer relay migrated the database.
+    pub unknown_migrations: Vec<i64>,
+    pub pending_deliveries: u64,
+    pub dead_deliveries: u64,
+}
+
+impl StoreStatus {
+    pub fn schema_current(&self) -> bool {
+        self.missing_migrations.is_empty() && self.unknown_migrations.is_empty()
+    }
+}
+
+/// The statements behind [`Store::status`], the same on both databases.
+const APPLIED_MIGRATIONS: &str = "SELECT version, success FROM _sqlx_migrations";
+const PENDING_DELIVERIES: &str = "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'";
+const DEAD_DELIVERIES: &str = "SELECT COUNT(*) FROM deliveries WHERE state = 'dead'";
+
+/// Builds a [`StoreStatus`] from the `(version, success)` rows of `_sqlx_migrations`.
+fn status_of(
+    embedded: &sqlx::migrate::Migrator,
+    applied: &[(i64, bool)],
+    pending: i64,
+    dead: i64,
+) -> StoreStatus {
+    let known: Vec<i64> = embedded
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| m.version)
+        .collect();
+    StoreStatus {
+        missing_migrations: known
+            .iter()
+            .copied()
+            .filter(|v| !applied.contains(&(*v, true)))
+            .collect(),
+        unknown_migrations: applied
+            .iter()
+            .map(|(v, _)| *v)
+            .filter(|v| !known.contains(v))
+            .collect(),
+        pending_deliveries: pending.max(0) as u64,
+        dead_deliveries: dead.max(0) as u64,
+    }
 }
 
 /// How often [`Store::maintain`] runs.

@@ -3,7 +3,8 @@
 use super::outbox::{AttemptResult, Claimed, DeliveryRow, ReplayRange, Subscription};
 use super::watches::{OnExisting, PollRecord, WatchQuery, WatchRow};
 use super::{
-    Appended, EventQuery, ResourceQuery, ResourceRow, Store, StoreError, StoreOptions, StoredEvent,
+    Appended, EventQuery, ResourceQuery, ResourceRow, Store, StoreError, StoreOptions, StoreStatus,
+    StoredEvent,
 };
 use crate::domain::event::NewEvent;
 use async_trait::async_trait;
@@ -94,6 +95,25 @@ impl Store for PgStore {
             .run(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn status(&self) -> Result<StoreStatus, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let applied: Vec<(i64, bool)> = sqlx::query_as(super::APPLIED_MIGRATIONS)
+            .fetch_all(&mut *conn)
+            .await?;
+        let (pending,): (i64,) = sqlx::query_as(super::PENDING_DELIVERIES)
+            .fetch_one(&mut *conn)
+            .await?;
+        let (dead,): (i64,) = sqlx::query_as(super::DEAD_DELIVERIES)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(super::status_of(
+            &sqlx::migrate!("migrations/postgres"),
+            &applied,
+            pending,
+            dead,
+        ))
     }
 
     async fn put_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {

@@ -4,7 +4,8 @@ use super::outbox::{AttemptResult, Claimed, DeliveryRow, ReplayRange, Subscripti
 use super::sqlite_append::Appender;
 use super::watches::{OnExisting, PollRecord, WatchQuery, WatchRow};
 use super::{
-    Appended, EventQuery, ResourceQuery, ResourceRow, Store, StoreError, StoreOptions, StoredEvent,
+    Appended, EventQuery, ResourceQuery, ResourceRow, Store, StoreError, StoreOptions, StoreStatus,
+    StoredEvent,
 };
 use crate::domain::event::NewEvent;
 use async_trait::async_trait;
@@ -125,6 +126,25 @@ impl Store for SqliteStore {
             .run(&self.writer)
             .await?;
         Ok(())
+    }
+
+    async fn status(&self) -> Result<StoreStatus, StoreError> {
+        let mut conn = self.readers.acquire().await?;
+        let applied: Vec<(i64, bool)> = sqlx::query_as(super::APPLIED_MIGRATIONS)
+            .fetch_all(&mut *conn)
+            .await?;
+        let (pending,): (i64,) = sqlx::query_as(super::PENDING_DELIVERIES)
+            .fetch_one(&mut *conn)
+            .await?;
+        let (dead,): (i64,) = sqlx::query_as(super::DEAD_DELIVERIES)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(super::status_of(
+            &sqlx::migrate!("migrations/sqlite"),
+            &applied,
+            pending,
+            dead,
+        ))
     }
 
     async fn put_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
