@@ -12,6 +12,8 @@
 //! - `fanout`: the feed that publishes committed events in order, gap-free followers for
 //!   SSE and long-polls, and per-resource wake-ups for waiters.
 //! - `http`: the ingest and API routers, error mapping, response views.
+//! - `mkio`: the MK.IO REST client: bearer auth, errors with `ref`, pagination, the per-scope
+//!   request budget with backoff, token expiry warnings, and the webhook rule commands.
 //! - `config`, `cli`, `telemetry`, `shutdown`, `app`: start-up and the composition root.
 
 pub mod app;
@@ -22,6 +24,7 @@ pub mod fanout;
 pub mod healthcheck;
 pub mod http;
 pub mod ingest;
+pub mod mkio;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
