@@ -68,24 +68,37 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 50;
 /// Attempts per MK.IO call from the command line (the daemon's poller reschedules instead).
 pub const CLI_ATTEMPTS: u32 = 4;
 
+impl RulesCommand {
+    fn project(&self) -> Option<&str> {
+        match self {
+            RulesCommand::Apply { project }
+            | RulesCommand::Show { project }
+            | RulesCommand::History { project, .. } => project.as_deref(),
+        }
+    }
+}
+
+/// A rules command once its settings are checked.
+enum RulesAction {
+    Apply(RuleSettings),
+    Show,
+    History(usize),
+}
+
 /// Runs a `rules` command, printing one block per project; fails if any project failed.
 pub async fn rules(config: &Config, command: &RulesCommand) -> anyhow::Result<()> {
-    let only = match command {
-        RulesCommand::Apply { project }
-        | RulesCommand::Show { project }
-        | RulesCommand::History { project, .. } => project.as_deref(),
-    };
-    let projects = rules::projects(&config.mkio, only)?;
-    let settings = match command {
-        RulesCommand::Apply { .. } => Some(RuleSettings::from_config(config)?),
-        _ => None,
+    let projects = rules::projects(&config.mkio, command.project())?;
+    let action = match command {
+        RulesCommand::Apply { .. } => RulesAction::Apply(RuleSettings::from_config(config)?),
+        RulesCommand::Show { .. } => RulesAction::Show,
+        RulesCommand::History { limit, .. } => RulesAction::History(*limit),
     };
     let client = MkioClient::new(&config.mkio)?.with_max_attempts(CLI_ATTEMPTS);
     let name = &config.mkio.rule_name;
     let mut failed = 0;
     for project in &projects {
-        let result = match (command, &settings) {
-            (RulesCommand::Apply { .. }, Some(settings)) => {
+        let result = match &action {
+            RulesAction::Apply(settings) => {
                 rules::apply(&client, project, settings)
                     .await
                     .map(|applied| {
@@ -97,12 +110,7 @@ pub async fn rules(config: &Config, command: &RulesCommand) -> anyhow::Result<()
                         println!("{project}: rule {name} {what} -> {}", settings.url);
                     })
             }
-            (RulesCommand::History { limit, .. }, _) => {
-                rules::history(&client, project, name, *limit)
-                    .await
-                    .map(|entries| print_history(project, name, &entries))
-            }
-            _ => rules::show(&client, project, name)
+            RulesAction::Show => rules::show(&client, project, name)
                 .await
                 .map(|rule| match rule {
                     Some(rule) => println!(
@@ -111,6 +119,9 @@ pub async fn rules(config: &Config, command: &RulesCommand) -> anyhow::Result<()
                     ),
                     None => println!("{project}: no rule named {name}"),
                 }),
+            RulesAction::History(limit) => rules::history(&client, project, name, *limit)
+                .await
+                .map(|entries| print_history(project, name, &entries)),
         };
         if let Err(e) = result {
             eprintln!("mkio-relay: {project}: {e}");
