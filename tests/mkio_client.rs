@@ -637,3 +637,54 @@ fn rules_settings_name_what_is_missing() {
     let err = MkioClient::new(&config.mkio).unwrap_err().to_string();
     assert!(err.contains("MKIO_RELAY_MKIO_TOKEN"), "{err}");
 }
+
+#[test]
+fn metrics_name_the_scope_method_status_and_code() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    // A current-thread runtime inside the local recorder: every metric call runs on this thread.
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (base, _server) = mock(|seen, _| match seen.path.as_str() {
+                p if p.ends_with("/throttled") => throttled(),
+                p if p.ends_with("/slow") => Reply {
+                    delay: Duration::from_secs(3),
+                    ..reply(200, "{}")
+                },
+                _ => reply(200, "{}"),
+            })
+            .await;
+            let mut cfg = config(&base);
+            cfg.request_timeout = Duration::from_millis(200);
+            let c = MkioClient::new(&cfg).unwrap();
+            within(async {
+                c.get(JOBS).await.unwrap();
+                c.get(&format!("{JOBS}/throttled")).await.unwrap_err();
+                c.get("/api/v1/slow").await.unwrap_err();
+            })
+            .await;
+        });
+    });
+    let text = handle.render();
+    for line in [
+        r#"mkio_requests_total{scope="studio-prod",method="GET",status="200"} 1"#,
+        r#"mkio_requests_total{scope="studio-prod",method="GET",status="429"} 1"#,
+        r#"mkio_requests_total{scope="organization",method="GET",status="timeout"} 1"#,
+        r#"mkio_throttled_total{scope="studio-prod"} 1"#,
+        r#"mkio_errors_total{scope="studio-prod",status="429",code="TooManyRequests"} 1"#,
+        r#"mkio_errors_total{scope="organization",status="timeout",code=""} 1"#,
+        r#"mkio_budget_remaining{scope="studio-prod",class="read"} 1998"#,
+        r#"mkio_budget_remaining{scope="organization",class="read"} 1999"#,
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    assert!(
+        text.contains(r#"mkio_last_success_timestamp_seconds{scope="studio-prod"}"#),
+        "{text}"
+    );
+    assert!(!text.contains(r#"mkio_last_success_timestamp_seconds{scope="organization"}"#));
+}
