@@ -14,6 +14,10 @@
 //! - `http`: the ingest and API routers, error mapping, response views, `/metrics`, and the
 //!   OpenAPI document of `/v1`.
 //! - `metrics`: the Prometheus recorder and the names of the relay's metrics.
+//! - `mkio`: the MK.IO REST client: bearer auth, errors with `ref`, pagination, the per-scope
+//!   request budget with backoff, token expiry warnings, and the webhook rule commands.
+//! - `poller`: watches polled within the budget at adaptive intervals, discovery, the job
+//!   safety net and reconciliation; polled changes go through the ingest writer.
 //! - `config`, `cli`, `telemetry`, `shutdown`, `app`: start-up and the composition root.
 
 pub mod app;
@@ -25,6 +29,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod mkio;
 pub mod poller;
 pub mod shutdown;
 pub mod store;

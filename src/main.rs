@@ -40,6 +40,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Healthcheck => mkio_relay::healthcheck::check(config.ingest.listen).await,
+            Command::Rules { command } => mkio_relay::cli::rules(&config, &command).await,
             Command::Serve | Command::CheckConfig => {
                 let listeners = Listeners::bind(&config).await?;
                 let token = CancellationToken::new();

@@ -167,3 +167,170 @@ fn container_entrypoint_serves_passes_healthcheck_and_stops_on_sigterm() {
         "the secret is never logged: {stderr}"
     );
 }
+
+/// The settings a `rules` command needs besides the one a test leaves out.
+fn rules_env(without: &str, base_url: &str) -> Vec<(String, String)> {
+    let all = [
+        ("MKIO_RELAY_WEBHOOK_SECRETS", "rule-secret-value"),
+        ("MKIO_RELAY_MKIO_BASE_URL", base_url),
+        ("MKIO_RELAY_MKIO_TOKEN", "cli-token-value"),
+        ("MKIO_RELAY_MKIO_PROJECTS", "studio-prod,archive"),
+        (
+            "MKIO_RELAY_MKIO_RULE_URL",
+            "https://relay.example.com/webhooks/mkio",
+        ),
+        ("MKIO_RELAY_LOG_FORMAT", "json"),
+    ];
+    vars(
+        &all.into_iter()
+            .filter(|(k, _)| *k != without)
+            .collect::<Vec<_>>(),
+    )
+}
+
+#[test]
+fn rules_commands_name_the_missing_setting_and_fail() {
+    let unused = "http://127.0.0.1:9";
+    for (args, without, needle) in [
+        (
+            &["rules", "apply"][..],
+            "MKIO_RELAY_MKIO_TOKEN",
+            "MKIO_RELAY_MKIO_TOKEN",
+        ),
+        (
+            &["rules", "show"][..],
+            "MKIO_RELAY_MKIO_TOKEN",
+            "MKIO_RELAY_MKIO_TOKEN",
+        ),
+        (
+            &["rules", "history", "--project", "p"][..],
+            "MKIO_RELAY_MKIO_TOKEN",
+            "MKIO_RELAY_MKIO_TOKEN",
+        ),
+        (
+            &["rules", "apply"][..],
+            "MKIO_RELAY_MKIO_PROJECTS",
+            "MKIO_RELAY_MKIO_PROJECTS",
+        ),
+        (
+            &["rules", "apply"][..],
+            "MKIO_RELAY_MKIO_RULE_URL",
+            "MKIO_RELAY_MKIO_RULE_URL",
+        ),
+    ] {
+        let out = run(args, &rules_env(without, unused));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} without {without}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    // No webhook secret: only possible when ingest is explicitly open.
+    let mut env = rules_env("MKIO_RELAY_WEBHOOK_SECRETS", unused);
+    env.extend(vars(&[(
+        "MKIO_RELAY_WEBHOOK_ALLOW_UNAUTHENTICATED",
+        "true",
+    )]));
+    let out = run(&["rules", "apply"], &env);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("webhook.secrets"), "{stderr}");
+}
+
+/// A mock MK.IO answering 201 to the first PUT of each rule and 200 afterwards, and 404 to
+/// every read in the `archive` project.
+fn start_mock_mkio() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::http::StatusCode;
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let log = seen.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+                let log = log.clone();
+                async move {
+                    let line = format!("{} {}", req.method(), req.uri());
+                    let mut log = log.lock().unwrap();
+                    let again = log.contains(&line);
+                    log.push(line);
+                    match (req.method().as_str(), req.uri().path()) {
+                        ("PUT", _) if again => (StatusCode::OK, "{}".to_owned()),
+                        ("PUT", _) => (StatusCode::CREATED, "{}".to_owned()),
+                        (_, p) if p.contains("/archive/") => (
+                            StatusCode::NOT_FOUND,
+                            r#"{"error":{"code":"NotFound","detail":"no rule"},"status":404,"ref":"ref-404"}"#.to_owned(),
+                        ),
+                        (_, p) if p.ends_with("/events") => (
+                            StatusCode::OK,
+                            r#"{"value":[{"created":"2025-03-14T09:09:48Z","source":"/api/v1/projects/studio-prod/media/transforms/t/jobs/j1","type":"MediaKind.JobFinished","status":"Failed"}]}"#.to_owned(),
+                        ),
+                        _ => (
+                            StatusCode::OK,
+                            r#"{"metadata":{"name":"mkio-relay"},"spec":{"enabled":true}}"#.to_owned(),
+                        ),
+                    }
+                }
+            });
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (base, seen)
+}
+
+#[test]
+fn rules_apply_show_and_history_against_a_mock_mkio() {
+    let (base, seen) = start_mock_mkio();
+    let env = rules_env("", &base);
+
+    let out = run(&["rules", "apply"], &env);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("studio-prod: rule mkio-relay created (201)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("archive: rule mkio-relay created (201)"),
+        "{stdout}"
+    );
+    let out = run(&["rules", "apply", "--project", "studio-prod"], &env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("studio-prod: rule mkio-relay replaced (200)"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+
+    let out = run(&["rules", "show"], &env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains("\"enabled\": true"), "{stdout}");
+    assert!(
+        stdout.contains("archive: no rule named mkio-relay"),
+        "{stdout}"
+    );
+
+    let out = run(&["rules", "history", "--project", "studio-prod"], &env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains("MediaKind.JobFinished"), "{stdout}");
+    assert!(stdout.contains("summary: Failed: 1"), "{stdout}");
+
+    // A project whose history cannot be read makes the command fail, naming MK.IO's ref.
+    let out = run(&["rules", "history", "--project", "archive"], &env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("ref-404"), "{stderr}");
+    assert!(!stderr.contains("cli-token-value") && !stderr.contains("rule-secret-value"));
+    // Two PUTs, one PUT, two GETs, one history each for two projects; the 404 is not retried.
+    assert_eq!(seen.lock().unwrap().len(), 7);
+}
