@@ -12,6 +12,8 @@
 //! - `fanout`: the feed that publishes committed events in order, gap-free followers for
 //!   SSE and long-polls, and per-resource wake-ups for waiters.
 //! - `http`: the ingest and API routers, error mapping, response views.
+//! - `sim`: mkio-sim, an in-memory MK.IO (jobs, live resources, webhook rules and deliveries,
+//!   rate limits, faults) for tests, benchmarks and local trials; also the `mkio-sim` binary.
 //! - `config`, `cli`, `telemetry`, `shutdown`, `app`: start-up and the composition root.
 
 pub mod app;
@@ -23,5 +25,6 @@ pub mod healthcheck;
 pub mod http;
 pub mod ingest;
 pub mod shutdown;
+pub mod sim;
 pub mod store;
 pub mod telemetry;
