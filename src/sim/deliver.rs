@@ -18,6 +18,8 @@ pub(crate) struct Emission {
     pub from: String,
     pub to: String,
     pub resource: Value,
+    /// When the change happened: the event's `time`, equal to the `StateChange::at`.
+    pub at: SystemTime,
 }
 
 /// One delivery: a history entry of one rule, and what to send.
@@ -30,7 +32,7 @@ struct Delivery {
 
 /// Queues `e` for every enabled rule of its project that subscribes to its type.
 pub(crate) fn dispatch(sh: &Arc<Shared>, e: Emission) {
-    let now = SystemTime::now();
+    let now = e.at;
     let deliveries: Vec<Delivery> = {
         let mut w = lock(&sh.world);
         let targets: Vec<(String, Value)> = w

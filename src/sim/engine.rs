@@ -65,7 +65,7 @@ impl Shared {
                 return false;
             };
             let r = &w.resources[path];
-            (self.emission(r, &from), self.next_step(r))
+            (self.emission(r, &from, now), self.next_step(r))
         };
         if let Some(e) = emission {
             deliver::dispatch(self, e);
@@ -76,7 +76,7 @@ impl Shared {
         true
     }
 
-    fn emission(&self, r: &Resource, from: &str) -> Option<Emission> {
+    fn emission(&self, r: &Resource, from: &str, at: SystemTime) -> Option<Emission> {
         let ty = r.kind().event_type(from, &r.state)?;
         Some(Emission {
             event_type: ty,
@@ -85,6 +85,7 @@ impl Shared {
             from: from.to_string(),
             to: r.state.clone(),
             resource: render(r, self.config.job_processing_for, true),
+            at,
         })
     }
 
