@@ -899,3 +899,127 @@ async fn the_control_api_seeds_forces_states_and_reports_changes_and_stats() {
     assert_eq!(parsed, sim.stats());
     sim.shutdown().await;
 }
+
+/// Every field of `fixture` is in `actual` too (values aside), recursively; arrays compare
+/// their first elements.
+fn assert_fields_cover(fixture: &Value, actual: &Value, at: &str) {
+    match (fixture, actual) {
+        (Value::Object(f), Value::Object(a)) => {
+            for (k, fv) in f {
+                let av = a
+                    .get(k)
+                    .unwrap_or_else(|| panic!("{at}/{k} is missing in {actual}"));
+                if k != "correlationData" && k != "labels" {
+                    assert_fields_cover(fv, av, &format!("{at}/{k}"));
+                }
+            }
+        }
+        (Value::Array(f), Value::Array(a)) if !f.is_empty() => {
+            assert!(!a.is_empty(), "{at} is empty");
+            assert_fields_cover(&f[0], &a[0], &format!("{at}/0"));
+        }
+        (Value::Object(_), other) => panic!("{at} should be an object, is {other}"),
+        _ => {}
+    }
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect(&path)).unwrap()
+}
+
+#[tokio::test]
+async fn deliveries_have_every_field_of_the_fixtures_and_the_time_of_the_change() {
+    let sim = start(fast()).await;
+    let api = Api::new(&sim);
+    let (recv, url) = receiver(0).await;
+    let types = [
+        "MediaKind.JobStarted",
+        "MediaKind.JobFinished",
+        "MediaKind.StreamingLocatorCreated",
+        "MediaKind.ChannelInstanceStarted",
+        "MediaKind.ChannelInstanceStopped",
+    ];
+    assert_eq!(
+        api.put(&format!("{P}/webhook/rules/all"), rule(&url, &types))
+            .await
+            .0,
+        201
+    );
+    let jobs = format!("{P}/media/transforms/h264-ladder/jobs");
+    let mut body = job_body("ep 117");
+    body["properties"]["outputs"] = json!([{"label": "ladder"}, {"label": "thumbnails"}]);
+    api.put(&format!("{jobs}/job-0001"), body).await;
+    api.put(&format!("{jobs}/job-0002"), job_body("fail")).await;
+    api.put(
+        &format!("{P}/media/streamingLocators/loc-1"),
+        json!({"properties": {"assetName": "job-0001-ladder"}}),
+    )
+    .await;
+    let ch = format!("{P}/live/liveChannels/news-247");
+    api.put(
+        &ch,
+        json!({"spec": {"state": "Running"}, "metadata": {"labels": {"team": "newsroom"}}}),
+    )
+    .await;
+    api.wait_state(&ch, "Running").await;
+    api.call(
+        reqwest::Method::PATCH,
+        &ch,
+        Some(json!({"spec": {"state": "Stopped"}})),
+    )
+    .await;
+    let got = wait_for("seven deliveries", || async {
+        let g = recv.got.lock().unwrap().clone();
+        (g.len() == 7).then_some(g)
+    })
+    .await;
+    let find = |ty: &str, state: &str| {
+        got.iter()
+            .map(|g| &g.2)
+            .find(|b| b["type"] == ty && b["data"]["state"] == state)
+            .unwrap_or_else(|| panic!("no {ty} {state}"))
+            .clone()
+    };
+    for (file, ty, state) in [
+        ("job-started.json", "MediaKind.JobStarted", "Processing"),
+        ("job-finished.json", "MediaKind.JobFinished", "Finished"),
+        ("job-errored.json", "MediaKind.JobFinished", "Error"),
+        (
+            "streaming-locator-created.json",
+            "MediaKind.StreamingLocatorCreated",
+            "Created",
+        ),
+        (
+            "channel-instance-started.json",
+            "MediaKind.ChannelInstanceStarted",
+            "Running",
+        ),
+        (
+            "channel-instance-stopped.json",
+            "MediaKind.ChannelInstanceStopped",
+            "Stopped",
+        ),
+    ] {
+        let event = find(ty, state);
+        assert_fields_cover(&fixture(file), &event, file);
+        // The event's time is the recorded change's time (to the microsecond).
+        let source = event["source"]
+            .as_str()
+            .unwrap()
+            .replace("/transforms/", "/media/transforms/");
+        let change = sim
+            .changes()
+            .into_iter()
+            .rev()
+            .find(|c| c.path == source && c.to == state)
+            .unwrap();
+        let time = chrono::DateTime::parse_from_rfc3339(event["time"].as_str().unwrap()).unwrap();
+        let at = chrono::DateTime::<chrono::Utc>::from(change.at);
+        assert!(
+            (at - time.to_utc()).num_microseconds().unwrap().abs() < 1,
+            "{file}"
+        );
+    }
+    sim.shutdown().await;
+}

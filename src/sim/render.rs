@@ -132,6 +132,15 @@ fn media(r: &Resource) -> Value {
             props
                 .entry("streamingPolicyName")
                 .or_insert(json!("Predefined_ClearStreamingOnly"));
+            props.entry("startTime").or_insert(Value::Null);
+            props
+                .entry("endTime")
+                .or_insert(json!("9999-12-31T23:59:59.999999Z"));
+            props
+                .entry("defaultContentKeyPolicyName")
+                .or_insert(Value::Null);
+            props.entry("contentKeys").or_insert(json!([]));
+            props.entry("filters").or_insert(json!([]));
         }
         Kind::Asset => {
             props.entry("assetId").or_insert(json!(r.id));
