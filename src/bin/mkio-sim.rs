@@ -105,6 +105,7 @@ fn main() -> ExitCode {
         token.cancelled().await;
         tracing::info!("mkio-sim stopping");
         handle.shutdown().await;
+        tracing::info!("mkio-sim stopped");
         anyhow::Ok(())
     });
     match result {
