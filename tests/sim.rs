@@ -798,11 +798,15 @@ async fn media_live_events_outputs_and_streaming_endpoints_move_through_their_st
 
 #[tokio::test]
 async fn a_token_is_required_when_configured_and_unknown_paths_and_methods_are_refused() {
-    let sim = start(SimConfig {
+    let config = SimConfig {
         token: Some("t0ken".into()),
         ..fast()
-    })
-    .await;
+    };
+    assert!(
+        !format!("{config:?}").contains("t0ken"),
+        "Debug hides the token"
+    );
+    let sim = start(config).await;
     let http = reqwest::Client::new();
     let url = format!("{}{P}/media/assets", sim.base_url);
     let res = http.get(&url).send().await.unwrap();

@@ -51,8 +51,10 @@ fn duration(field: &str, v: Option<&str>) -> Result<Option<Duration>, ApiError> 
 }
 
 async fn set_fault(State(sh): Sh, Json(b): Json<FaultBody>) -> Result<Json<Value>, ApiError> {
-    if b.status.is_some_and(|s| !(100..=999).contains(&s)) {
-        return Err(ApiError::bad_request("status must be an HTTP status code"));
+    if b.status.is_some_and(|s| !(200..=599).contains(&s)) {
+        return Err(ApiError::bad_request(
+            "status must be an HTTP status from 200 to 599",
+        ));
     }
     let fault = Fault {
         status: b.status,

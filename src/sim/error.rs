@@ -43,9 +43,13 @@ impl ApiError {
         )
     }
 
-    /// An injected fault: any status, with a code derived from it.
+    /// An injected fault: any final status (200-599; others become 500), with a code derived
+    /// from it.
     pub fn injected(status: u16) -> Self {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(status)
+            .ok()
+            .filter(|s| (200..600).contains(&s.as_u16()))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let code = match status.as_u16() {
             429 => "TooManyRequests",
             503 => "ServiceUnavailable",

@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How the simulated MK.IO behaves.
-#[derive(Debug, Clone)]
+/// How the simulated MK.IO behaves. Its `Debug` hides the token.
+#[derive(Clone)]
 pub struct SimConfig {
     /// Projects that exist; any other project answers 404.
     pub projects: Vec<String>,
@@ -55,6 +55,24 @@ pub struct SimConfig {
     pub webhook_timeout: Duration,
     /// `@odata.nextLink` as an absolute URL (true) or a path (false).
     pub absolute_next_links: bool,
+}
+
+impl std::fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("projects", &self.projects)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("get_limit_per_minute", &self.get_limit_per_minute)
+            .field("write_limit_per_minute", &self.write_limit_per_minute)
+            .field("retry_after", &self.retry_after)
+            .field("job_queued_for", &self.job_queued_for)
+            .field("job_processing_for", &self.job_processing_for)
+            .field("live_transition", &self.live_transition)
+            .field("webhook_retry_schedule", &self.webhook_retry_schedule)
+            .field("webhook_timeout", &self.webhook_timeout)
+            .field("absolute_next_links", &self.absolute_next_links)
+            .finish()
+    }
 }
 
 impl Default for SimConfig {
@@ -107,7 +125,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A running simulator.
+/// A running simulator. Dropping it stops the server without waiting; `shutdown` waits.
 pub struct SimHandle {
     pub addr: SocketAddr,
     /// `http://{addr}`, with no trailing slash.
@@ -175,6 +193,21 @@ pub async fn start(config: SimConfig, listen: SocketAddr) -> anyhow::Result<SimH
         base_url: shared.base_url.clone(),
         shared,
     })
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("addr", &self.addr)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+    }
 }
 
 impl SimHandle {
