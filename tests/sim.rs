@@ -665,6 +665,11 @@ async fn set_state_and_live_channel_patches_emit_channel_events() {
         .await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["status"]["state"], "Stopped");
+    let bad = format!("{P}/live/liveChannels/bad");
+    let (s, v) = api.put(&bad, json!({"spec": {"state": "Paused"}})).await;
+    assert_eq!(s, 400);
+    assert_standard_error(&v, 400);
+    assert_eq!(api.get(&bad).await.0, 404, "a bad request stores nothing");
     let before = sim.changes().len();
     assert!(sim.set_state(&ch, "UnableToStart"));
     assert!(!sim.set_state(&format!("{P}/live/liveChannels/nope"), "Running"));

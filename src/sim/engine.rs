@@ -214,11 +214,14 @@ impl Shared {
     }
 }
 
+/// A Live API body's `spec.state`, checked before anything is stored.
 fn desired_state(body: &Value) -> Result<Option<&str>, ApiError> {
     match body.pointer("/spec/state") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ApiError::bad_request("spec.state must be a string")),
+        Some(Value::String(s)) if s == "Running" || s == "Stopped" => Ok(Some(s)),
+        Some(_) => Err(ApiError::bad_request(
+            "spec.state must be Running or Stopped",
+        )),
     }
 }
 
