@@ -18,6 +18,8 @@
 //!   request budget with backoff, token expiry warnings, and the webhook rule commands.
 //! - `poller`: watches polled within the budget at adaptive intervals, discovery, the job
 //!   safety net and reconciliation; polled changes go through the ingest writer.
+//! - `sim`: mkio-sim, an in-memory MK.IO (jobs, live resources, webhook rules and deliveries,
+//!   rate limits, faults) for tests, benchmarks and local trials; also the `mkio-sim` binary.
 //! - `config`, `cli`, `telemetry`, `shutdown`, `app`: start-up and the composition root.
 
 pub mod app;
@@ -32,5 +34,6 @@ pub mod metrics;
 pub mod mkio;
 pub mod poller;
 pub mod shutdown;
+pub mod sim;
 pub mod store;
 pub mod telemetry;
