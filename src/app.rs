@@ -136,7 +136,7 @@ pub async fn run(
         writer: handle.clone(),
     };
     let ingest_router = ingest::router(
-        Arc::new(IngestState::from_config(&config, handle)),
+        Arc::new(IngestState::from_config(&config, handle.clone())),
         health.clone(),
     );
     crate::fanout::subscriptions::sync_config(store.as_ref(), &config.subscriptions)
@@ -147,13 +147,15 @@ pub async fn run(
             .context("cannot build the outbound HTTP client")?,
     );
     let dispatcher_task = tokio::spawn(dispatcher.clone().run(feed_handle.head(), workers.clone()));
-    let api_state = ApiState::from_config(
+    let (polling, poller_task) = start_poller(&config, store.clone(), handle, shutdown.clone())?;
+    let mut api_state = ApiState::from_config(
         &config,
         store.clone(),
         feed_handle,
         shutdown.clone(),
         dispatcher.waker(),
     );
+    api_state.polling = polling;
     let api_router = api::router(Arc::new(api_state), health);
 
     tracing::info!(
@@ -171,7 +173,11 @@ pub async fn run(
     let (ingest_result, api_result) = tokio::join!(ingest_server, api_server);
     // A server that failed takes the other down too.
     shutdown.cancel();
-    // Every writer handle lived in the routers, now dropped: the writer drains and exits.
+    if let Some(task) = poller_task {
+        task.await.context("the poller panicked")?;
+    }
+    // Every writer handle lived in the routers and the poller, now dropped: the writer drains
+    // and exits.
     writer_task.await.context("the writer stopped abnormally")?;
     workers.cancel();
     feed_task.await.context("the feed task panicked")?;
@@ -182,4 +188,50 @@ pub async fn run(
     api_result.context("API listener failed")?;
     tracing::info!("mkio-relay stopped");
     Ok(())
+}
+
+/// Starts polling MK.IO when it is configured (a token, projects, `poll.enabled`): the managed
+/// projects (empty when polling is off) and the poller's task.
+fn start_poller(
+    config: &Config,
+    store: Arc<dyn crate::store::Store>,
+    writer: crate::ingest::writer::WriterHandle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(
+    Arc<crate::poller::Projects>,
+    Option<tokio::task::JoinHandle<()>>,
+)> {
+    use crate::poller::{source, Poller, Projects};
+    if !config.poll.enabled || !config.mkio.is_configured() {
+        tracing::info!(
+            "polling MK.IO is off (it needs mkio.token, mkio.projects and poll.enabled); \
+             only webhooks update state"
+        );
+        return Ok((Arc::default(), None));
+    }
+    let projects = Arc::new(Projects::new(&config.mkio.projects));
+    // Building the client also warns when the token's expiry is near.
+    let client =
+        crate::mkio::MkioClient::new(&config.mkio).context("cannot build the MK.IO client")?;
+    let mkio = Arc::new(source::Client {
+        client,
+        rule_name: config.mkio.rule_name.clone(),
+    });
+    let (get, write) = config.mkio.budget();
+    tracing::info!(
+        projects = ?config.mkio.projects,
+        get_per_minute = get,
+        write_per_minute = write,
+        base_url = %config.mkio.base_url,
+        "polling MK.IO"
+    );
+    let poller = Arc::new(Poller::new(
+        store,
+        mkio,
+        writer,
+        config.poll.clone(),
+        config.mkio.rule_name.clone(),
+        projects.clone(),
+    ));
+    Ok((projects, Some(tokio::spawn(poller.run(shutdown)))))
 }

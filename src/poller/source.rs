@@ -36,3 +36,54 @@ pub trait MkioSource: Send + Sync {
     /// The delivery history of `project`'s webhook rule.
     async fn deliveries(&self, project: &str) -> Result<Vec<DeliveryRecord>, PollError>;
 }
+
+fn poll_error(e: crate::mkio::MkioError) -> PollError {
+    match e.status() {
+        Some(404) => PollError::NotFound,
+        _ => PollError::Failed(e.to_string()),
+    }
+}
+
+/// History entries read per reconciliation pass.
+const HISTORY_LIMIT: usize = 500;
+
+/// The real MK.IO, through the budgeted client; `rule_name` is the rule whose history
+/// reconciliation reads.
+pub struct Client {
+    pub client: crate::mkio::MkioClient,
+    pub rule_name: String,
+}
+
+#[async_trait]
+impl MkioSource for Client {
+    async fn state(&self, path: &str) -> Result<String, PollError> {
+        self.client.state(path).await.map_err(poll_error)
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, PollError> {
+        self.client.get(path).await.map_err(poll_error)
+    }
+
+    async fn list(&self, path: &str) -> Result<Vec<Value>, PollError> {
+        self.client
+            .list(path, &crate::mkio::list::ListQuery::default())
+            .await
+            .map_err(poll_error)
+    }
+
+    async fn deliveries(&self, project: &str) -> Result<Vec<DeliveryRecord>, PollError> {
+        let entries =
+            crate::mkio::rules::history(&self.client, project, &self.rule_name, HISTORY_LIMIT)
+                .await
+                .map_err(poll_error)?;
+        Ok(entries
+            .into_iter()
+            .map(|e| DeliveryRecord {
+                created: e.created,
+                source: e.source,
+                event_type: e.r#type,
+                status: e.status,
+            })
+            .collect())
+    }
+}
