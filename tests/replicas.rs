@@ -20,6 +20,10 @@ struct Replica {
 
 impl Replica {
     fn start(db_url: &str) -> Self {
+        Self::start_with(db_url, &[])
+    }
+
+    fn start_with(db_url: &str, extra: &[(&str, &str)]) -> Self {
         let port = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -35,6 +39,7 @@ impl Replica {
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("MKIO_RELAY_")) {
             cmd.env_remove(k);
         }
+        cmd.envs(extra.iter().copied());
         let child = cmd
             .env("MKIO_RELAY_DATABASE_URL", db_url)
             .env("MKIO_RELAY_WEBHOOK_SECRETS", SECRET)
@@ -167,4 +172,94 @@ async fn two_processes_deliver_each_event_once_and_wake_each_other() {
     }
     drop(a);
     drop(b);
+}
+
+/// Two replicas polling one project share one budget (a lease in the database), and polling
+/// goes on when the lease holder is killed.
+#[tokio::test]
+async fn two_replicas_poll_within_one_budget_and_survive_the_holder_dying() {
+    use mkio_relay::sim::{self, SimConfig};
+    let admin = std::env::var(common::POSTGRES_ENV)
+        .expect("MKIO_RELAY_TEST_POSTGRES_URL must name a Postgres server for this test");
+    let db = TestDb::postgres(&admin).await;
+    let sim = sim::start(
+        SimConfig {
+            projects: vec!["p".into()],
+            token: Some("t".into()),
+            live_transition: Duration::from_millis(200),
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let names: Vec<String> = (0..40).map(|i| format!("se{i}")).collect();
+    let client = reqwest::Client::new();
+    client
+        .post(format!("{}/_sim/seed", sim.base_url))
+        .json(&json!({"project": "p", "streaming_endpoints": names}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    // A budget of 120 GET a minute (2 a second), far less than 40 watches at 200 ms want.
+    let env = [
+        ("MKIO_RELAY_MKIO_BASE_URL", sim.base_url.as_str()),
+        ("MKIO_RELAY_MKIO_TOKEN", "t"),
+        ("MKIO_RELAY_MKIO_PROJECTS", "p"),
+        ("MKIO_RELAY_MKIO_GET_LIMIT_PER_MINUTE", "480"),
+        ("MKIO_RELAY_POLL_KINDS", "streaming_endpoint"),
+        ("MKIO_RELAY_POLL_FAST_INTERVAL", "200ms"),
+        ("MKIO_RELAY_POLL_SLOW_INTERVAL", "200ms"),
+        ("MKIO_RELAY_POLL_LEASE_TTL", "2s"),
+    ];
+    let mut a = Replica::start_with(&db.url(), &env);
+    let mut b = Replica::start_with(&db.url(), &env);
+    a.ready(&client).await;
+    b.ready(&client).await;
+    let gets = || sim.stats().scopes.get("p").map_or(0, |s| s.get.total);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (t0, n0) = (Instant::now(), gets());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rate = (gets() - n0) as f64 / t0.elapsed().as_secs_f64();
+    assert!(rate <= 2.5, "{rate:.2} GET/s: more than one budget (2/s)");
+    assert!(rate >= 1.0, "{rate:.2} GET/s: polling stalled");
+
+    // Kill the lease holder without letting it release the lease.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url())
+        .await
+        .unwrap();
+    let (holder,): (String,) = sqlx::query_as("SELECT holder FROM leases WHERE name = 'poll:p'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let (victim, survivor) = if holder.contains(&format!("-{}-", a.child.id())) {
+        (&mut a, &b)
+    } else {
+        assert!(holder.contains(&format!("-{}-", b.child.id())), "{holder}");
+        (&mut b, &a)
+    };
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    // The survivor takes the lease once it expires and goes on polling: a change is seen.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let n1 = gets();
+    sim.set_state("/api/v1/projects/p/media/streamingEndpoints/se3", "Running");
+    let r = client
+        .get(format!(
+            "{}/v1/resources/streaming_endpoint/p/se3?wait=40s&until=Running",
+            survivor.api
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(gets() > n1, "the survivor polls");
+    let (after,): (String,) = sqlx::query_as("SELECT holder FROM leases WHERE name = 'poll:p'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_ne!(after, holder, "the lease moved to the survivor");
+    sim.shutdown().await;
 }

@@ -19,6 +19,8 @@ pub(super) struct Chores {
     safety_net_period: i64,
     /// History entries already acted on (created, source, status).
     reconciled: HashSet<(String, String, String)>,
+    /// Projects whose missing rule was reported (once each).
+    rule_missing_reported: HashSet<String>,
 }
 
 impl Chores {
@@ -31,6 +33,7 @@ impl Chores {
             next_reconcile: now,
             safety_net_period: period.as_millis().max(100) as i64,
             reconciled: HashSet::new(),
+            rule_missing_reported: HashSet::new(),
         }
     }
 
@@ -80,6 +83,14 @@ impl Chores {
     async fn reconcile(&mut self, poller: &Poller, project: &str) {
         let records = match poller.mkio.deliveries(project).await {
             Ok(records) => records,
+            Err(super::source::PollError::NotFound) => {
+                if self.rule_missing_reported.insert(project.to_owned()) {
+                    tracing::warn!(project, rule = %poller.rule_name,
+                        "the webhook rule does not exist in this project, so MK.IO sends no \
+                         webhooks here; run `mkio-relay rules apply`");
+                }
+                return;
+            }
             Err(e) => {
                 tracing::warn!(project, rule = %poller.rule_name, error = %e,
                     "cannot read the webhook rule's delivery history");
