@@ -680,3 +680,28 @@ pub fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
     parsed.set_path(&format!("/{name}"));
     Ok(parsed.to_string())
 }
+
+/// A fresh Postgres database beside `admin_url`'s, dropped (`WITH (FORCE)`) by [`drop_database`].
+pub async fn create_database(admin_url: &str, prefix: &str) -> anyhow::Result<(String, String)> {
+    use sqlx::Connection;
+    let name = format!("{prefix}_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(admin_url)
+        .await
+        .with_context(|| format!("cannot connect to {admin_url}"))?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await?;
+    Ok((with_database(admin_url, &name)?, name))
+}
+
+pub async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(admin_url).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    Ok(())
+}
