@@ -49,7 +49,12 @@ async fn sigkill_under_load(db: TestDb) {
         tally.acked.len() as u64 >= ACKS_PER_LIFE * u64::from(KILLS + 1),
         "too few acknowledgements for the test to mean anything"
     );
-    assert!(verdict.lost.is_empty(), "lost: {:?}", &verdict.lost);
+    assert!(
+        verdict.lost.is_empty(),
+        "lost {}, first: {:?}",
+        verdict.lost.len(),
+        &verdict.lost[..verdict.lost.len().min(20)]
+    );
     assert!(
         verdict.duplicates.is_empty(),
         "twice: {:?}",
