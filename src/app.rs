@@ -170,22 +170,43 @@ pub async fn run(
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let api_server = axum::serve(listeners.api.tap_io(no_delay), api_router)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let (ingest_result, api_result) = tokio::join!(ingest_server, api_server);
-    // A server that failed takes the other down too.
-    shutdown.cancel();
-    if let Some(task) = poller_task {
-        task.await.context("the poller panicked")?;
+    let drain = async {
+        let (ingest_result, api_result) = tokio::join!(ingest_server, api_server);
+        // A server that failed takes the other down too.
+        shutdown.cancel();
+        if let Some(task) = poller_task {
+            task.await.context("the poller panicked")?;
+        }
+        // Every writer handle lived in the routers and the poller, now dropped: the writer
+        // drains and exits.
+        writer_task.await.context("the writer stopped abnormally")?;
+        workers.cancel();
+        feed_task.await.context("the feed task panicked")?;
+        dispatcher_task.await.context("the dispatcher panicked")?;
+        listen_task.await.context("the commit listener panicked")?;
+        maintain_task.await.context("the upkeep task panicked")?;
+        ingest_result.context("ingest listener failed")?;
+        api_result.context("API listener failed")?;
+        anyhow::Ok(())
+    };
+    // The grace period starts at the signal: what still runs when it ends is abandoned. An
+    // event is acknowledged only after its commit, so nothing acknowledged is abandoned.
+    let grace = config.shutdown.grace;
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = drain => result?,
+        () = deadline => {
+            workers.cancel();
+            anyhow::bail!(
+                "shutdown.grace ({}) elapsed with requests or workers still running; \
+                 abandoned them (every acknowledged event was already committed)",
+                humantime::format_duration(grace)
+            );
+        }
     }
-    // Every writer handle lived in the routers and the poller, now dropped: the writer drains
-    // and exits.
-    writer_task.await.context("the writer stopped abnormally")?;
-    workers.cancel();
-    feed_task.await.context("the feed task panicked")?;
-    dispatcher_task.await.context("the dispatcher panicked")?;
-    listen_task.await.context("the commit listener panicked")?;
-    maintain_task.await.context("the upkeep task panicked")?;
-    ingest_result.context("ingest listener failed")?;
-    api_result.context("API listener failed")?;
     tracing::info!("mkio-relay stopped");
     Ok(())
 }

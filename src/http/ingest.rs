@@ -30,6 +30,8 @@ pub struct IngestState {
     pub signature_keys: Vec<Vec<u8>>,
     pub signature_tolerance_secs: i64,
     pub body_limit: usize,
+    /// How long the body may take to arrive once the headers have (408 after that).
+    pub body_timeout: std::time::Duration,
     pub retry_after_secs: u64,
 }
 
@@ -49,6 +51,7 @@ impl IngestState {
                 .collect(),
             signature_tolerance_secs: w.signature_tolerance.as_secs() as i64,
             body_limit: config.ingest.body_limit,
+            body_timeout: config.ingest.body_timeout,
             retry_after_secs: config.ingest.retry_after.as_secs().max(1),
         }
     }
@@ -144,8 +147,15 @@ fn check_signature(s: &IngestState, headers: &HeaderMap, body: &[u8]) -> Result<
     .map_err(|e| ApiError::unauthorized(e.to_string()))
 }
 
-/// Reads at most `limit` bytes; 413 as soon as the declared or actual length exceeds it.
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads at most `limit` bytes within `timeout`; 413 as soon as the declared or actual length
+/// exceeds the limit, 408 when the body has not fully arrived in time (the unread rest makes
+/// hyper close the connection after the answer, so a stalled client holds nothing longer).
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -157,7 +167,17 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
+    let Ok(read) = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await else {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {}; nothing was stored",
+                humantime::format_duration(timeout)
+            ),
+        ));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
         Err(e) => Err(ApiError::bad_request(
@@ -174,7 +194,7 @@ async fn receive(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     check_secret(&s, &headers, &uri)?;
-    let body = read_body(body, &headers, s.body_limit).await?;
+    let body = read_body(body, &headers, s.body_limit, s.body_timeout).await?;
     check_signature(&s, &headers, &body)?;
     let decoded = decode(&headers, &body).map_err(|e| match e {
         DecodeError::UnsupportedMediaType(m) => ApiError::new(
