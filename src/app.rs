@@ -114,6 +114,9 @@ pub async fn run(
             let _ = store.maintain().await;
         }
     });
+    let retention_task = tokio::spawn(
+        crate::upkeep::Retention::new(store.clone(), config.retention.clone()).run(workers.clone()),
+    );
     let listen_store = store.clone();
     let listen_cancel = workers.clone();
     let listen_task = tokio::spawn(async move {
@@ -185,6 +188,9 @@ pub async fn run(
         dispatcher_task.await.context("the dispatcher panicked")?;
         listen_task.await.context("the commit listener panicked")?;
         maintain_task.await.context("the upkeep task panicked")?;
+        retention_task
+            .await
+            .context("the retention task panicked")?;
         ingest_result.context("ingest listener failed")?;
         api_result.context("API listener failed")?;
         anyhow::Ok(())

@@ -20,6 +20,7 @@
 //!   safety net and reconciliation; polled changes go through the ingest writer.
 //! - `sim`: mkio-sim, an in-memory MK.IO (jobs, live resources, webhook rules and deliveries,
 //!   rate limits, faults) for tests, benchmarks and local trials; also the `mkio-sim` binary.
+//! - `upkeep`: retention (pruning payloads, old events and finished deliveries in small steps).
 //! - `config`, `cli`, `telemetry`, `shutdown`, `app`: start-up and the composition root.
 
 pub mod app;
@@ -37,3 +38,4 @@ pub mod shutdown;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod upkeep;

@@ -814,6 +814,15 @@ impl mkio_relay::store::Store for FailingStore {
     ) -> Result<Vec<mkio_relay::store::ResourceRow>, StoreError> {
         Err(fail())
     }
+    async fn prune(
+        &self,
+        _: mkio_relay::store::retention::Prune,
+        _: i64,
+        _: i64,
+        _: i64,
+    ) -> Result<mkio_relay::store::retention::PruneStep, StoreError> {
+        Err(fail())
+    }
     async fn maintain(&self) -> Result<(), StoreError> {
         Ok(())
     }

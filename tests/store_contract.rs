@@ -789,3 +789,113 @@ async fn watches_and_leases() {
     })
     .await;
 }
+
+/// Retention: payloads go first, event rows (the deduplication ledger) later, finished
+/// deliveries with their attempts; current state and pending deliveries stay.
+#[tokio::test]
+async fn retention_prunes_in_steps_and_keeps_state_and_pending_deliveries() {
+    use mkio_relay::config::RetentionConfig;
+    use mkio_relay::store::outbox::{AttemptOutcome, AttemptRecord, AttemptResult};
+    use mkio_relay::upkeep::Retention;
+    use std::time::Duration;
+    each_backend(|db| async move {
+        let store = open(&db).await;
+        store
+            .put_subscription(&subscription_to_everything())
+            .await
+            .unwrap();
+        // Five old events (received at 1 s after the epoch), one for a channel.
+        let mut old: Vec<NewEvent> = (0..4)
+            .map(|i| job(&format!("old{i}"), "Processing", "2025-01-01T00:00:00Z"))
+            .collect();
+        old.push(event(
+            "c-old",
+            CHANNEL,
+            "MediaKind.ChannelInstanceStarted",
+            "Running",
+            "2025-01-01T00:00:00Z",
+        ));
+        store.append(&old).await.unwrap();
+        // Deliver two of them.
+        let now = mkio_relay::domain::time::now_ms();
+        let claimed = store.claim_deliveries(now, now + 60_000, 2).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        let results: Vec<AttemptResult> = claimed
+            .into_iter()
+            .map(|claimed| AttemptResult {
+                claimed,
+                attempt: AttemptRecord {
+                    started_ms: 1_000,
+                    status: Some(200),
+                    latency_ms: 1,
+                    error: None,
+                },
+                outcome: AttemptOutcome::Delivered,
+            })
+            .collect();
+        store.finish_deliveries(&results, 1_000).await.unwrap();
+        // A young event, received now.
+        let envelope = json!({"specversion": "1.0", "id": "young", "type": "MediaKind.JobFinished",
+            "source": JOB, "time": "2025-01-01T00:00:09Z", "data": {"state": "Finished"}});
+        let young = NewEvent::normalize(
+            CloudEvent::from_json(envelope.clone()).unwrap(),
+            serde_json::to_vec(&envelope).unwrap(),
+            now,
+            Origin::Webhook,
+        );
+        store.append(&[young]).await.unwrap();
+
+        let config = |payloads: u64, dedupe: u64, deliveries: u64| RetentionConfig {
+            payloads: Duration::from_secs(payloads),
+            dedupe: Duration::from_secs(dedupe),
+            deliveries: Duration::from_secs(deliveries),
+            batch_size: 2,
+            interval: Duration::from_secs(60),
+        };
+        // Payloads older than an hour: the five old ones, in steps of two.
+        let removed = Retention::new(store.clone(), config(3600, 0, 0))
+            .run_once()
+            .await;
+        assert_eq!(removed, [5, 0, 0]);
+        let events = all_events(store.as_ref()).await;
+        assert_eq!(events.len(), 6);
+        assert!(events[..5].iter().all(|e| e.data.is_null()), "{events:?}");
+        assert!(!events[5].data.is_null(), "the young payload stays");
+        // Still deduplicated.
+        let again = store
+            .append(&[job("old0", "Processing", "2025-01-01T00:00:00Z")])
+            .await
+            .unwrap();
+        assert_eq!(again[0], Appended::Duplicate);
+
+        // Finished deliveries older than an hour: the two delivered; pending ones stay.
+        let pending_before = store
+            .deliveries("all", Some("pending"), 0, 100)
+            .await
+            .unwrap()
+            .len();
+        let removed = Retention::new(store.clone(), config(0, 0, 3600))
+            .run_once()
+            .await;
+        assert_eq!(removed, [0, 0, 2]);
+        let left = store.deliveries("all", None, 0, 100).await.unwrap();
+        assert!(left.iter().all(|d| d.state == "pending"), "{left:?}");
+        assert_eq!(left.len(), pending_before);
+
+        // Event rows older than an hour; current state stays.
+        let removed = Retention::new(store.clone(), config(0, 3600, 0))
+            .run_once()
+            .await;
+        assert_eq!(removed, [0, 5, 0]);
+        assert_eq!(all_events(store.as_ref()).await.len(), 1);
+        assert_eq!(
+            state_of(store.as_ref(), ResourceKind::LiveChannel, "c").await,
+            Some("Running".into())
+        );
+        assert_eq!(
+            state_of(store.as_ref(), ResourceKind::Job, "j").await,
+            Some("Finished".into())
+        );
+    })
+    .await;
+}

@@ -6,6 +6,7 @@ pub mod outbox;
 mod outbox_sql;
 mod postgres;
 mod projection;
+pub mod retention;
 mod sql;
 mod sqlite;
 mod sqlite_append;
@@ -260,6 +261,16 @@ pub trait Store: Send + Sync + 'static {
         updated_before_ms: i64,
         limit: i64,
     ) -> Result<Vec<ResourceRow>, StoreError>;
+
+    /// One bounded step of retention (see [`retention`]): acts on the rows after `cursor`
+    /// that are older than `before_ms`, at most `batch` of them, in one short transaction.
+    async fn prune(
+        &self,
+        what: retention::Prune,
+        cursor: i64,
+        before_ms: i64,
+        batch: i64,
+    ) -> Result<retention::PruneStep, StoreError>;
 
     async fn maintain(&self) -> Result<(), StoreError>;
     /// Calls `on_commit` whenever another process sharing this database commits events, until

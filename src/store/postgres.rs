@@ -20,6 +20,7 @@ mod ops {
     super::super::sql::append_ops!(sqlx::PgConnection, sqlx::Postgres);
     super::super::outbox_sql::outbox_ops!(sqlx::PgConnection, "FOR UPDATE SKIP LOCKED");
     super::super::watches::watch_ops!(sqlx::PgConnection);
+    super::super::retention::retention_ops!(sqlx::PgConnection);
 }
 
 /// The transaction-level advisory lock every append takes. Replicas append one at a time, so
@@ -256,6 +257,19 @@ impl Store for PgStore {
         limit: i64,
     ) -> Result<Vec<ResourceRow>, StoreError> {
         ops::stale_jobs(&mut *self.pool.acquire().await?, updated_before_ms, limit).await
+    }
+
+    async fn prune(
+        &self,
+        what: super::retention::Prune,
+        cursor: i64,
+        before_ms: i64,
+        batch: i64,
+    ) -> Result<super::retention::PruneStep, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let step = ops::prune(&mut tx, what, cursor, before_ms, batch).await?;
+        tx.commit().await?;
+        Ok(step)
     }
 
     async fn maintain(&self) -> Result<(), StoreError> {

@@ -21,6 +21,7 @@ mod ops {
     super::super::sql::shared_ops!(sqlx::SqliteConnection);
     super::super::outbox_sql::outbox_ops!(sqlx::SqliteConnection, "");
     super::super::watches::watch_ops!(sqlx::SqliteConnection);
+    super::super::retention::retention_ops!(sqlx::SqliteConnection);
 }
 
 /// Cap on the WAL file's size once checkpointed (bytes).
@@ -309,6 +310,20 @@ impl Store for SqliteStore {
             limit,
         )
         .await
+    }
+
+    async fn prune(
+        &self,
+        what: super::retention::Prune,
+        cursor: i64,
+        before_ms: i64,
+        batch: i64,
+    ) -> Result<super::retention::PruneStep, StoreError> {
+        let _write = self.write_lock.lock().await;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let step = ops::prune(&mut tx, what, cursor, before_ms, batch).await?;
+        tx.commit().await?;
+        Ok(step)
     }
 
     async fn maintain(&self) -> Result<(), StoreError> {
