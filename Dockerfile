@@ -27,12 +27,17 @@ WORKDIR /data
 ENV MKIO_RELAY_DATABASE_URL=sqlite:/data/mkio-relay.db \
     MKIO_RELAY_INGEST_LISTEN=0.0.0.0:8080 \
     MKIO_RELAY_API_LISTEN=0.0.0.0:8081 \
-    MKIO_RELAY_LOG_FORMAT=json
+    MKIO_RELAY_LOG_FORMAT=json \
+    MKIO_RELAY_SHUTDOWN_GRACE=8s
 VOLUME ["/data"]
 # 8080: MK.IO webhooks (publish this one). 8081: the local API (keep it on the private network;
 # set MKIO_RELAY_API_TOKEN).
 EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
     CMD ["mkio-relay", "healthcheck"]
+# SIGTERM drains: in-flight ingests commit, streams close. The grace (8s) ends before
+# `docker stop`'s default 10 s; raise both together (docker stop -t, stop_grace_period,
+# terminationGracePeriodSeconds) for slow receivers.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["mkio-relay"]
 CMD ["serve"]
