@@ -172,13 +172,11 @@ impl Store for SqliteStore {
         limit: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
         let _write = self.write_lock.lock().await;
-        ops::claim(
-            &mut *self.writer.acquire().await?,
-            now_ms,
-            lease_until_ms,
-            limit,
-        )
-        .await
+        let mut conn = self.writer.acquire().await?;
+        relaxed_sync(&mut conn, true).await?;
+        let result = ops::claim(&mut conn, now_ms, lease_until_ms, limit).await;
+        relaxed_sync(&mut conn, false).await?;
+        result
     }
 
     async fn next_delivery_due(&self, now_ms: i64) -> Result<Option<i64>, StoreError> {
@@ -191,13 +189,20 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> Result<Vec<bool>, StoreError> {
         let _write = self.write_lock.lock().await;
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut done = Vec::with_capacity(results.len());
-        for r in results {
-            done.push(ops::finish(&mut tx, &r.claimed, &r.attempt, &r.outcome, now_ms).await?);
+        let mut conn = self.writer.acquire().await?;
+        relaxed_sync(&mut conn, true).await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+            let mut done = Vec::with_capacity(results.len());
+            for r in results {
+                done.push(ops::finish(&mut tx, &r.claimed, &r.attempt, &r.outcome, now_ms).await?);
+            }
+            tx.commit().await?;
+            Ok(done)
         }
-        tx.commit().await?;
-        Ok(done)
+        .await;
+        relaxed_sync(&mut conn, false).await?;
+        result
     }
 
     async fn deliveries(
@@ -350,4 +355,19 @@ impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
     }
+}
+
+/// Switches the writer connection to `synchronous = NORMAL` (`relaxed`) or back to FULL.
+/// NORMAL is for delivery bookkeeping only (claims, attempt results): a commit lost to a power
+/// cut costs a repeated delivery, which at-least-once allows, and the next event append (a FULL
+/// commit into the same WAL) makes it durable anyway. Events are never written relaxed; callers
+/// switch back before the connection returns to the pool, whatever the operation's outcome.
+async fn relaxed_sync(conn: &mut sqlx::SqliteConnection, relaxed: bool) -> Result<(), StoreError> {
+    let pragma = if relaxed {
+        "PRAGMA synchronous = NORMAL"
+    } else {
+        "PRAGMA synchronous = FULL"
+    };
+    sqlx::query(pragma).execute(&mut *conn).await?;
+    Ok(())
 }
