@@ -16,7 +16,7 @@
 
 mod support;
 
-use anyhow::{ensure, Context};
+use anyhow::ensure;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,26 +55,11 @@ struct Opts {
 
 fn main() -> ExitCode {
     let opts = Opts::parse();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("runtime")
-        .and_then(|rt| rt.block_on(run(&opts)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("crash_suite: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_main("crash_suite", run(&opts))
 }
 
 async fn run(opts: &Opts) -> anyhow::Result<()> {
-    let bin = match &opts.relay_bin {
-        Some(p) => p.clone(),
-        None => relay_bin_beside_exe()?,
-    };
+    let bin = relay_bin(&opts.relay_bin)?;
     println!(
         "crash_suite: {} kills per backend, {} connections, >= {} acknowledgements per life + \
          0..{} ms; relay {}",

@@ -47,26 +47,11 @@ struct Opts {
 
 fn main() -> ExitCode {
     let opts = Opts::parse();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("runtime")
-        .and_then(|rt| rt.block_on(run(&opts)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("db_fault: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_main("db_fault", run(&opts))
 }
 
 async fn run(opts: &Opts) -> anyhow::Result<()> {
-    let bin = match &opts.relay_bin {
-        Some(p) => p.clone(),
-        None => relay_bin_beside_exe()?,
-    };
+    let bin = relay_bin(&opts.relay_bin)?;
     let (url, name) = create_database(&opts.postgres, "mkio_relay_fault").await?;
     let result = faults(opts, &bin, &url, &name).await;
     drop_database(&opts.postgres, &name).await?;

@@ -14,7 +14,7 @@
 
 mod support;
 
-use anyhow::{ensure, Context};
+use anyhow::ensure;
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -89,26 +89,11 @@ type Answers = BTreeMap<(Kind, u16), u64>;
 
 fn main() -> ExitCode {
     let opts = Opts::parse();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("runtime")
-        .and_then(|rt| rt.block_on(run(&opts)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hostile_flood: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_main("hostile_flood", run(&opts))
 }
 
 async fn run(opts: &Opts) -> anyhow::Result<()> {
-    let bin = match &opts.relay_bin {
-        Some(p) => p.clone(),
-        None => relay_bin_beside_exe()?,
-    };
+    let bin = relay_bin(&opts.relay_bin)?;
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite:{}", dir.path().join("flood.db").display());
     let timeout = format!("{BODY_TIMEOUT_SECS}s");

@@ -705,3 +705,31 @@ pub async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+/// Runs `run` on a two-thread runtime; on failure prints `name: error` and exits non-zero.
+pub fn run_main(
+    name: &str,
+    run: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("runtime")
+        .and_then(|rt| rt.block_on(run));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The relay binary given on the command line, or the one beside this example.
+pub fn relay_bin(given: &Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+    match given {
+        Some(p) => Ok(p.clone()),
+        None => relay_bin_beside_exe(),
+    }
+}

@@ -1,8 +1,10 @@
 //! Extractors whose rejections are JSON `ApiError`s instead of axum's plain-text ones.
 
 use super::error::ApiError;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
+use axum::Json;
 use serde::de::DeserializeOwned;
 
 /// Query parameters; a bad or unknown parameter is a 400 `invalid_query` naming it.
@@ -31,4 +33,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
             .map(|Path(v)| Self(v))
             .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
     }
+}
+
+/// A JSON body; a bad one is a 400 `invalid_body` naming the problem.
+pub fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(v)| v)
+        .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))
 }

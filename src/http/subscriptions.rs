@@ -3,7 +3,7 @@
 
 use super::api::ApiState;
 use super::error::ApiError;
-use super::extract::{ApiPath, ApiQuery};
+use super::extract::{body, ApiPath, ApiQuery};
 use super::openapi::{
     DeliveryPage, ErrorBody, ReplayAccepted, RetryAccepted, Subscription as SubscriptionView,
     SubscriptionList,
@@ -16,7 +16,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -32,12 +31,6 @@ impl From<SubscriptionError> for ApiError {
             SubscriptionError::Store(e) => e.into(),
         }
     }
-}
-
-/// A JSON body; a bad one is a 400 `invalid_body` naming the problem.
-fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(v)| v)
-        .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))
 }
 
 /// A subscription as the API shows it. The secret appears only when `secret` is given (at

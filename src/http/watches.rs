@@ -4,7 +4,7 @@
 
 use super::api::ApiState;
 use super::error::ApiError;
-use super::extract::{ApiPath, ApiQuery};
+use super::extract::{body, ApiPath, ApiQuery};
 use super::openapi::{ErrorBody, WatchPage, WatchView};
 use crate::domain::polled::watch_ends;
 use crate::domain::resource::{parse_source, ResourceKind};
@@ -78,9 +78,7 @@ pub async fn create(
     State(s): State<Arc<ApiState>>,
     request: Result<Json<CreateBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = request
-        .map(|Json(v)| v)
-        .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+    let body = body(request)?;
     let parsed = parse_source(&body.path);
     if !body.path.starts_with("/api/v1/projects/") || parsed.key.kind == ResourceKind::Unknown {
         return Err(ApiError::bad_request(
