@@ -112,7 +112,9 @@ async fn an_api_watch_follows_a_streaming_endpoint_until_running() {
             json!({"project": "p", "streaming_endpoints": ["se1"]}),
         )
         .await;
-        let relay = relay(&db, &sim, &[]).await;
+        // Stable states poll slowly (an hour here); a watch that names its `until` state keeps
+        // looking soon after, so the start below is seen within seconds.
+        let relay = relay(&db, &sim, &[("MKIO_RELAY_POLL_SLOW_INTERVAL", "1h")]).await;
         let path = "/api/v1/projects/p/media/streamingEndpoints/se1";
 
         // Bad input: not a resource path, an unmanaged project, a bad until.

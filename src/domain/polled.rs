@@ -98,23 +98,33 @@ pub struct Intervals {
     pub job_max: Duration,
 }
 
+/// How a watch paces its polls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pace {
+    /// Fast while transitional, slow while stable (discovered resources).
+    Adaptive,
+    /// Waiting for a named state (`until`): fast while transitional; while stable, from fast
+    /// doubling up to slow, since whoever asked expects a change soon (say, a start they are
+    /// about to request).
+    Expecting,
+    /// A job webhooks should have reported: from fast doubling up to `job_max`.
+    SafetyNet,
+}
+
 /// How long until the next poll of a resource now in `state`, `previous` being the last
-/// interval used. Safety-net watches (jobs that webhooks should have reported) slow down
-/// geometrically; the others poll fast while the state is transitional and slowly otherwise.
+/// interval used.
 pub fn next_interval(
     state: &str,
-    safety_net: bool,
+    pace: Pace,
     previous: Duration,
     intervals: &Intervals,
 ) -> Duration {
-    if safety_net {
-        let doubled = previous.saturating_mul(2).max(intervals.fast);
-        return doubled.min(intervals.job_max);
-    }
-    if is_transitional(state) {
-        intervals.fast
-    } else {
-        intervals.slow
+    let doubled = previous.saturating_mul(2).max(intervals.fast);
+    match pace {
+        Pace::SafetyNet => doubled.min(intervals.job_max),
+        _ if is_transitional(state) => intervals.fast,
+        Pace::Expecting => doubled.min(intervals.slow),
+        Pace::Adaptive => intervals.slow,
     }
 }
 
@@ -159,19 +169,30 @@ mod tests {
     #[test]
     fn intervals_adapt_to_the_state() {
         let five = Duration::from_secs(5);
-        assert_eq!(next_interval("Starting", false, five, &INTERVALS), five);
         assert_eq!(
-            next_interval("Running", false, five, &INTERVALS),
+            next_interval("Starting", Pace::Adaptive, five, &INTERVALS),
+            five
+        );
+        assert_eq!(
+            next_interval("Running", Pace::Adaptive, five, &INTERVALS),
             INTERVALS.slow
         );
-        let mut i = Duration::ZERO;
-        let mut seen = Vec::new();
-        for _ in 0..12 {
-            i = next_interval("Processing", true, i, &INTERVALS);
-            seen.push(i.as_secs());
-        }
-        assert_eq!(&seen[..4], &[5, 10, 20, 40]);
-        assert_eq!(*seen.last().unwrap(), 3600);
+        let series = |state: &str, pace: Pace| {
+            let mut i = Duration::ZERO;
+            (0..12)
+                .map(|_| {
+                    i = next_interval(state, pace, i, &INTERVALS);
+                    i.as_secs()
+                })
+                .collect::<Vec<_>>()
+        };
+        let net = series("Processing", Pace::SafetyNet);
+        assert_eq!(&net[..4], &[5, 10, 20, 40]);
+        assert_eq!(*net.last().unwrap(), 3600);
+        let expecting = series("Stopped", Pace::Expecting);
+        assert_eq!(&expecting[..4], &[5, 10, 20, 40]);
+        assert_eq!(*expecting.last().unwrap(), 300);
+        assert_eq!(series("Starting", Pace::Expecting), vec![5; 12]);
     }
 
     #[test]

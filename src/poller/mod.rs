@@ -12,7 +12,7 @@ pub use discover::DISCOVERABLE;
 
 use crate::config::PollConfig;
 use crate::domain::polled::{
-    jittered, kind_of, next_interval, polled_event, watch_ends, Intervals,
+    jittered, kind_of, next_interval, polled_event, watch_ends, Intervals, Pace,
 };
 use crate::domain::resource::{parse_source, ResourceKind};
 use crate::domain::time::now_ms;
@@ -224,12 +224,14 @@ impl Poller {
                 Ok(()) => {
                     let ends = w.source == "reconcile"
                         || watch_ends(kind, w.until_states.as_deref(), &state);
-                    let interval = next_interval(
-                        &state,
-                        w.source == "safety_net",
-                        previous,
-                        &self.intervals(),
-                    );
+                    let pace = if w.source == "safety_net" {
+                        Pace::SafetyNet
+                    } else if w.until_states.is_some() {
+                        Pace::Expecting
+                    } else {
+                        Pace::Adaptive
+                    };
+                    let interval = next_interval(&state, pace, previous, &self.intervals());
                     PollRecord {
                         status: if ends { "done" } else { "active" }.into(),
                         last_state: Some(state),
