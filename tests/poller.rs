@@ -15,7 +15,8 @@ async fn start_sim() -> SimHandle {
         projects: vec!["p".into()],
         token: Some(TOKEN.into()),
         job_queued_for: Duration::from_millis(300),
-        job_processing_for: Duration::from_millis(1500),
+        // Long enough that the test drops JobFinished before MK.IO would send it.
+        job_processing_for: Duration::from_millis(3000),
         live_transition: Duration::from_millis(400),
         webhook_retry_schedule: vec![Duration::from_millis(100)],
         ..SimConfig::default()
