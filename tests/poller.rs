@@ -285,3 +285,54 @@ async fn a_lost_job_finished_webhook_is_recovered() {
         .await;
     }
 }
+
+/// Shutdown never waits for MK.IO: a poll stuck behind a paused budget (here MK.IO asked for
+/// ten minutes with Retry-After) is dropped, and the relay stops at once.
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_paused_budget() {
+    let db = TestDb::sqlite();
+    let sim = sim::start(
+        SimConfig {
+            projects: vec!["p".into()],
+            token: Some(TOKEN.into()),
+            get_limit_per_minute: 1,
+            retry_after: Some(Duration::from_secs(600)),
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    sim_control(
+        &sim,
+        "seed",
+        json!({"project": "p", "streaming_endpoints": ["a", "b"]}),
+    )
+    .await;
+    let relay = relay(
+        &db,
+        &sim,
+        &[("MKIO_RELAY_POLL_KINDS", "streaming_endpoint")],
+    )
+    .await;
+    until(
+        "MK.IO throttles the relay",
+        Duration::from_secs(10),
+        || async {
+            sim.stats()
+                .scopes
+                .get("p")
+                .is_some_and(|s| s.get.rate_limited >= 1)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    relay.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    sim.shutdown().await;
+}

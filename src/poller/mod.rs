@@ -136,15 +136,24 @@ impl Poller {
                 .keep_lease(project.clone(), held_tx, cancel.clone()),
         );
         let mut chores = repair::Chores::new(&self.config);
-        loop {
+        // A round may wait long for the budget (a scope paused by backoff): shutdown drops it.
+        // Nothing is lost: a poll is a GET, and an unrecorded one is simply made again.
+        while !cancel.is_cancelled() {
             if !*held.borrow() {
                 tokio::select! {
                     () = cancel.cancelled() => break,
                     r = held.changed() => if r.is_err() { break } else { continue },
                 }
             }
-            let next_chore = chores.run_due(&self, &project).await;
-            let next_watch = match self.poll_due(&project).await {
+            let next_chore = tokio::select! {
+                () = cancel.cancelled() => break,
+                next = chores.run_due(&self, &project) => next,
+            };
+            let round = tokio::select! {
+                () = cancel.cancelled() => break,
+                round = self.poll_due(&project) => round,
+            };
+            let next_watch = match round {
                 Ok(true) => continue, // a full round: there may be more due now
                 Ok(false) => self.store.next_watch_due(&project).await.ok().flatten(),
                 Err(e) => {
