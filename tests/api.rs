@@ -809,6 +809,7 @@ impl mkio_relay::store::Store for FailingStore {
     }
     async fn stale_jobs(
         &self,
+        _: &str,
         _: i64,
         _: i64,
     ) -> Result<Vec<mkio_relay::store::ResourceRow>, StoreError> {

@@ -779,13 +779,22 @@ async fn watches_and_leases() {
             .append(&[job("s1", "Processing", "2025-01-01T00:00:00Z")])
             .await
             .unwrap();
-        let stale = store.stale_jobs(i64::MAX, 10).await.unwrap();
+        let stale = store.stale_jobs("p", i64::MAX, 10).await.unwrap();
         assert_eq!(stale.len(), 1);
-        assert!(store.stale_jobs(0, 10).await.unwrap().is_empty());
+        assert!(store.stale_jobs("p", 0, 10).await.unwrap().is_empty());
+        assert!(store
+            .stale_jobs("other", i64::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty());
         let mut jw = w("w_j", "/api/v1/projects/p/media/transforms/t/jobs/j", 1);
         jw.source = "safety_net".into();
         store.add_watch(&jw, OnExisting::Keep).await.unwrap();
-        assert!(store.stale_jobs(i64::MAX, 10).await.unwrap().is_empty());
+        assert!(store
+            .stale_jobs("p", i64::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty());
     })
     .await;
 }

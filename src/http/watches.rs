@@ -9,7 +9,7 @@ use super::openapi::{ErrorBody, WatchPage, WatchView};
 use crate::domain::polled::watch_ends;
 use crate::domain::resource::{parse_source, ResourceKind};
 use crate::domain::time::{format_ms, now_ms};
-use crate::store::watches::{new_watch_id, OnExisting, WatchQuery, WatchRow};
+use crate::store::watches::{OnExisting, WatchQuery, WatchRow};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -118,23 +118,14 @@ pub async fn create(
             ));
         }
     }
-    let now = now_ms();
-    let watch = WatchRow {
-        id: new_watch_id(),
-        path: parsed.canonical,
-        project: project.clone(),
-        source: "api".into(),
-        until_states: until.map(|u| u.join(",")),
-        status: "active".into(),
-        last_state: None,
-        interval_ms: 0,
-        next_poll_ms: now,
-        last_polled_ms: None,
-        polls: 0,
-        error: None,
-        created_ms: now,
-        updated_ms: now,
-    };
+    let watch = WatchRow::new(
+        parsed.canonical,
+        project.clone(),
+        "api",
+        until.map(|u| u.join(",")),
+        0,
+        now_ms(),
+    );
     let stored = s
         .store
         .add_watch(&watch, OnExisting::ReviveInactive)

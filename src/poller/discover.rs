@@ -5,7 +5,7 @@ use super::Poller;
 use crate::domain::polled::{is_transitional, jittered};
 use crate::domain::resource::{parse_source, ResourceKind};
 use crate::domain::time::now_ms;
-use crate::store::watches::{new_watch_id, OnExisting, WatchRow};
+use crate::store::watches::{OnExisting, WatchRow};
 use serde_json::Value;
 
 /// The kinds discovery can list, for `poll.kinds`.
@@ -101,22 +101,15 @@ impl Poller {
             };
             // Spread first polls over the interval, so a large discovery never bursts.
             let first = jittered(interval).as_millis() as i64 / 2;
-            let watch = WatchRow {
-                id: new_watch_id(),
-                path: parsed.canonical.clone(),
-                project: project.to_owned(),
-                source: "config".into(),
-                until_states: None,
-                status: "active".into(),
-                last_state: state.map(str::to_owned),
-                interval_ms: interval.as_millis() as i64,
-                next_poll_ms: now + first,
-                last_polled_ms: None,
-                polls: 0,
-                error: None,
-                created_ms: now,
-                updated_ms: now,
-            };
+            let mut watch = WatchRow::new(
+                parsed.canonical.clone(),
+                project.to_owned(),
+                "config",
+                None,
+                interval.as_millis() as i64,
+                now + first,
+            );
+            watch.last_state = state.map(str::to_owned);
             if let Err(e) = self.store.add_watch(&watch, OnExisting::ReviveGone).await {
                 tracing::warn!(path = %watch.path, error = %e, "cannot store a watch");
                 continue;

@@ -5,7 +5,7 @@ use super::Poller;
 use crate::config::PollConfig;
 use crate::domain::resource::{parse_source, ResourceKind};
 use crate::domain::time::now_ms;
-use crate::store::watches::{new_watch_id, OnExisting, WatchRow};
+use crate::store::watches::{OnExisting, WatchRow};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -61,14 +61,14 @@ impl Chores {
     /// terminal state: their JobFinished webhook may be lost.
     async fn safety_net(&self, poller: &Poller, project: &str) {
         let cutoff = now_ms() - poller.config.job_safety_net_age.as_millis() as i64;
-        let stale = match poller.store.stale_jobs(cutoff, STALE_BATCH).await {
+        let stale = match poller.store.stale_jobs(project, cutoff, STALE_BATCH).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read stale jobs");
                 return;
             }
         };
-        for job in stale.iter().filter(|j| j.project == project) {
+        for job in &stale {
             let path = format!(
                 "/api/v1/projects/{}/media/transforms/{}/jobs/{}",
                 job.project, job.parent, job.name
@@ -133,23 +133,14 @@ async fn add(
     on_existing: OnExisting,
     delay_ms: i64,
 ) {
-    let now = now_ms();
-    let watch = WatchRow {
-        id: new_watch_id(),
+    let watch = WatchRow::new(
         path,
-        project: project.to_owned(),
-        source: source.to_owned(),
-        until_states: None,
-        status: "active".into(),
-        last_state: None,
-        interval_ms: 0,
-        next_poll_ms: now + delay_ms,
-        last_polled_ms: None,
-        polls: 0,
-        error: None,
-        created_ms: now,
-        updated_ms: now,
-    };
+        project.to_owned(),
+        source,
+        None,
+        0,
+        now_ms() + delay_ms,
+    );
     match poller.store.add_watch(&watch, on_existing).await {
         Ok(_) => poller.projects.wake(project),
         Err(e) => tracing::warn!(path = %watch.path, error = %e, "cannot store a watch"),

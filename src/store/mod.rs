@@ -255,9 +255,11 @@ pub trait Store: Send + Sync + 'static {
         ttl_ms: i64,
     ) -> Result<bool, StoreError>;
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
-    /// Jobs with no terminal state and no event since `updated_before_ms`, not watched yet.
+    /// Jobs of `project` with no terminal state and no event since `updated_before_ms`, not
+    /// watched yet.
     async fn stale_jobs(
         &self,
+        project: &str,
         updated_before_ms: i64,
         limit: i64,
     ) -> Result<Vec<ResourceRow>, StoreError>;

@@ -253,10 +253,12 @@ impl Store for PgStore {
 
     async fn stale_jobs(
         &self,
+        project: &str,
         updated_before_ms: i64,
         limit: i64,
     ) -> Result<Vec<ResourceRow>, StoreError> {
-        ops::stale_jobs(&mut *self.pool.acquire().await?, updated_before_ms, limit).await
+        let mut conn = self.pool.acquire().await?;
+        ops::stale_jobs(&mut conn, project, updated_before_ms, limit).await
     }
 
     async fn prune(

@@ -306,15 +306,12 @@ impl Store for SqliteStore {
 
     async fn stale_jobs(
         &self,
+        project: &str,
         updated_before_ms: i64,
         limit: i64,
     ) -> Result<Vec<ResourceRow>, StoreError> {
-        ops::stale_jobs(
-            &mut *self.readers.acquire().await?,
-            updated_before_ms,
-            limit,
-        )
-        .await
+        let mut conn = self.readers.acquire().await?;
+        ops::stale_jobs(&mut conn, project, updated_before_ms, limit).await
     }
 
     async fn prune(

@@ -26,6 +26,36 @@ pub struct WatchRow {
     pub updated_ms: i64,
 }
 
+impl WatchRow {
+    /// A new active watch, first due at `next_poll_ms`, with a fresh id.
+    pub fn new(
+        path: String,
+        project: String,
+        source: &str,
+        until_states: Option<String>,
+        interval_ms: i64,
+        next_poll_ms: i64,
+    ) -> Self {
+        let now = crate::domain::time::now_ms();
+        Self {
+            id: new_watch_id(),
+            path,
+            project,
+            source: source.to_owned(),
+            until_states,
+            status: "active".into(),
+            last_state: None,
+            interval_ms,
+            next_poll_ms,
+            last_polled_ms: None,
+            polls: 0,
+            error: None,
+            created_ms: now,
+            updated_ms: now,
+        }
+    }
+}
+
 /// What happens when a watch on the same path exists already.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnExisting {
@@ -98,11 +128,12 @@ pub(super) const TAKE_LEASE: &str = "INSERT INTO leases (name, holder, expires_m
 
 pub(super) const RELEASE_LEASE: &str = "DELETE FROM leases WHERE name = $1 AND holder = $2";
 
-/// Jobs with no terminal state and no event since `$1`, not watched yet, oldest first.
+/// Jobs of project `$3` with no terminal state and no event since `$1`, not watched yet,
+/// oldest first.
 pub(super) const STALE_JOBS: &str =
     "SELECT kind, project, parent, name, state, previous_state, version_ms, event_ms, last_seq, \
      created_ms, updated_ms, details, origin FROM resources r WHERE kind = 'job' \
-     AND state NOT IN ('Finished', 'Error', 'Canceled') AND updated_ms < $1 \
+     AND project = $3 AND state NOT IN ('Finished', 'Error', 'Canceled') AND updated_ms < $1 \
      AND NOT EXISTS (SELECT 1 FROM watches w WHERE w.path = '/api/v1/projects/' || r.project \
      || '/media/transforms/' || r.parent || '/jobs/' || r.name) ORDER BY updated_ms LIMIT $2";
 
@@ -241,6 +272,7 @@ macro_rules! watch_ops {
 
         pub async fn stale_jobs(
             conn: &mut $conn,
+            project: &str,
             updated_before_ms: i64,
             limit: i64,
         ) -> Result<Vec<$crate::store::ResourceRow>, $crate::store::StoreError> {
@@ -248,6 +280,7 @@ macro_rules! watch_ops {
                 sqlx::query_as($crate::store::watches::STALE_JOBS)
                     .bind(updated_before_ms)
                     .bind(limit)
+                    .bind(project)
                     .fetch_all(&mut *conn)
                     .await?;
             rows.into_iter()
