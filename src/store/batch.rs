@@ -11,10 +11,36 @@ use crate::domain::resource::ResourceKey;
 use crate::domain::subscription::EventFacts;
 use std::collections::{HashMap, HashSet};
 
-/// Events per multi-row insert (17 parameters each; SQLite allows 32,766 per statement).
-pub(super) const CHUNK_EVENTS: usize = 500;
-/// Rows per multi-row lookup or write of narrower rows.
-pub(super) const CHUNK_KEYS: usize = 1000;
+/// Most events per multi-row insert (17 parameters each; SQLite allows 32,766 per statement).
+pub(super) const CHUNK_EVENTS: usize = 512;
+/// Most rows per multi-row lookup or write of narrower rows.
+pub(super) const CHUNK_KEYS: usize = 1024;
+
+/// Runs of up to this many rows are written with one statement of exactly that many rows.
+const EXACT_ROWS: usize = 16;
+
+/// Splits `items` into runs for multi-row statements, none longer than `max` (a power of two
+/// above [`EXACT_ROWS`]). A statement's text depends on its row count, and batches of every
+/// size from 1 to 1,000 would prepare a statement per size and kind, more than the statement
+/// cache holds. Here the first runs are powers of two and the rest (at most 16 rows) is one
+/// exact run: a batch of 23 is 16 + 7, one of 50 is 32 + 16 + 2, and each kind of statement
+/// has at most 22 shapes, which stay prepared.
+pub(super) fn sized_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    debug_assert!(max.is_power_of_two() && max > EXACT_ROWS);
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = match rest.len() {
+            n if n <= EXACT_ROWS => n,
+            n => 1usize << n.min(max).ilog2(),
+        };
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
+}
 
 /// `(source, id)`, the deduplication key.
 pub(super) type EventKey = (String, String);
@@ -141,5 +167,37 @@ impl Plan {
             changed,
             deliveries,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sized_chunks;
+
+    #[test]
+    fn sized_chunks_cover_every_item_once_in_order_with_few_shapes() {
+        let mut shapes = std::collections::BTreeSet::new();
+        for n in 0..=1100usize {
+            let items: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = sized_chunks(&items, 512).collect();
+            assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= 512));
+            assert!(
+                chunks.windows(2).all(|w| w[0].len() >= w[1].len()),
+                "longest first"
+            );
+            assert!(chunks.len() <= 11, "n = {n}: {} statements", chunks.len());
+            assert_eq!(chunks.concat(), items, "n = {n}");
+            shapes.extend(chunks.iter().map(|c| c.len()));
+        }
+        assert_eq!(
+            shapes.len(),
+            16 + 5,
+            "1..=16, 32, 64, 128, 256, 512: {shapes:?}"
+        );
+        let lens =
+            |n: usize| -> Vec<usize> { sized_chunks(&vec![0; n], 512).map(<[_]>::len).collect() };
+        assert_eq!(lens(23), [16, 7]);
+        assert_eq!(lens(50), [32, 16, 2]);
+        assert_eq!(lens(9), [9]);
     }
 }

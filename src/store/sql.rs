@@ -305,7 +305,7 @@ macro_rules! append_ops {
                 .iter()
                 .map(|e| (e.source.as_str(), e.id.as_str()))
                 .collect();
-            for chunk in pairs.chunks(CHUNK_KEYS) {
+            for chunk in batch::sized_chunks(&pairs, CHUNK_KEYS) {
                 let mut qb = Qb::new($crate::store::sql::SEEN_HEAD);
                 qb.push_values(chunk, |mut b, (source, id)| {
                     b.push_bind(*source).push_bind(*id);
@@ -315,7 +315,7 @@ macro_rules! append_ops {
                 stored.extend(found);
             }
             let mut current = Vec::new();
-            for chunk in batch::state_keys(events).chunks(CHUNK_KEYS) {
+            for chunk in batch::sized_chunks(&batch::state_keys(events), CHUNK_KEYS) {
                 let mut qb = Qb::new($crate::store::sql::CURRENT_HEAD);
                 qb.push_values(chunk, |mut b, k| {
                     b.push_bind(k.kind.as_str())
@@ -334,7 +334,7 @@ macro_rules! append_ops {
             let plan = batch::plan(events, stored, current);
 
             let mut seqs: HashMap<batch::EventKey, i64> = HashMap::with_capacity(plan.fresh.len());
-            for chunk in plan.fresh.chunks(CHUNK_EVENTS) {
+            for chunk in batch::sized_chunks(&plan.fresh, CHUNK_EVENTS) {
                 let mut qb = Qb::new($crate::store::sql::INSERT_EVENTS);
                 qb.push_values(chunk, |mut b, (i, applied, _)| {
                     let e = &events[*i];
@@ -367,7 +367,7 @@ macro_rules! append_ops {
             }
             let done = plan.finish(events, &seqs, &subscriptions)?;
 
-            for chunk in done.changed.chunks(CHUNK_KEYS / 4) {
+            for chunk in batch::sized_chunks(&done.changed, CHUNK_KEYS / 4) {
                 let mut qb = Qb::new($crate::store::sql::UPSERT_RESOURCES_HEAD);
                 qb.push_values(chunk, |mut b, (r, details)| {
                     b.push_bind(r.kind.as_str())
@@ -387,7 +387,7 @@ macro_rules! append_ops {
                 qb.push($crate::store::sql::UPSERT_RESOURCES_TAIL);
                 qb.build().execute(&mut *conn).await?;
             }
-            for chunk in done.deliveries.chunks(CHUNK_KEYS) {
+            for chunk in batch::sized_chunks(&done.deliveries, CHUNK_KEYS) {
                 let mut qb = Qb::new($crate::store::outbox_sql::INSERT_DELIVERIES_HEAD);
                 qb.push_values(chunk, |mut b, (sub, seq, resource, now)| {
                     b.push_bind(sub.as_str())

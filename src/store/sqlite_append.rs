@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Prepared statements kept per connection (multi-row statements differ by row count).
-const STATEMENT_CACHE: usize = 128;
+const STATEMENT_CACHE: usize = 256;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -77,6 +77,11 @@ impl Appender {
         conn.pragma_update(None, "journal_mode", "wal")?;
         conn.pragma_update(None, "synchronous", "full")?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(
+            None,
+            "journal_size_limit",
+            super::sqlite::JOURNAL_SIZE_LIMIT,
+        )?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Self {
             conn: Mutex::new(conn),
@@ -93,7 +98,7 @@ impl Appender {
         let subscriptions = enabled_subscriptions(&tx)?;
 
         let mut stored: HashSet<EventKey> = HashSet::new();
-        for chunk in events.chunks(CHUNK_KEYS) {
+        for chunk in batch::sized_chunks(events, CHUNK_KEYS) {
             let sql = format!("{SEEN_HEAD}{}{SEEN_TAIL}", values(chunk.len(), "(?, ?)"));
             let params = chunk.iter().flat_map(|e| [text(&e.source), text(&e.id)]);
             let mut stmt = tx.prepare_cached(&sql)?;
@@ -104,7 +109,7 @@ impl Appender {
         }
 
         let mut current = Vec::new();
-        for chunk in batch::state_keys(events).chunks(CHUNK_KEYS) {
+        for chunk in batch::sized_chunks(&batch::state_keys(events), CHUNK_KEYS) {
             let sql = format!(
                 "{CURRENT_HEAD}{}{CURRENT_TAIL}",
                 values(chunk.len(), "(?, ?, ?, ?)")
@@ -144,7 +149,7 @@ impl Appender {
 
         let event_group = placeholders(17);
         let mut seqs: HashMap<EventKey, i64> = HashMap::with_capacity(plan.fresh.len());
-        for chunk in plan.fresh.chunks(CHUNK_EVENTS) {
+        for chunk in batch::sized_chunks(&plan.fresh, CHUNK_EVENTS) {
             let sql = format!(
                 "{INSERT_EVENTS}{}{INSERT_EVENTS_TAIL}",
                 values(chunk.len(), &event_group)
@@ -188,7 +193,7 @@ impl Appender {
         let done = plan.finish(events, &seqs, &subscriptions)?;
 
         let resource_group = placeholders(13);
-        for chunk in done.changed.chunks(CHUNK_KEYS / 4) {
+        for chunk in batch::sized_chunks(&done.changed, CHUNK_KEYS / 4) {
             let sql = format!(
                 "{UPSERT_RESOURCES_HEAD}{}{UPSERT_RESOURCES_TAIL}",
                 values(chunk.len(), &resource_group)
@@ -212,7 +217,7 @@ impl Appender {
             });
             tx.prepare_cached(&sql)?.execute(params_from_iter(params))?;
         }
-        for chunk in done.deliveries.chunks(CHUNK_KEYS) {
+        for chunk in batch::sized_chunks(&done.deliveries, CHUNK_KEYS) {
             let sql = format!(
                 "{INSERT_DELIVERIES_HEAD}{}",
                 values(chunk.len(), "(?, ?, ?, 'pending', 0, 0, ?, 0, ?, ?)")
