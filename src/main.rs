@@ -8,6 +8,11 @@ use mkio_relay::{shutdown, telemetry};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
+/// jemalloc instead of glibc's malloc: under ingest load glibc's allocator (arena locks, free-list
+/// consolidation) took about a fifth of the request handlers' CPU (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
