@@ -2,7 +2,8 @@
 
 use super::resource::{parse_source, ResourceKey, ResourceKind};
 use super::time::parse_rfc3339_ms;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 /// The MK.IO event types (MKIO.md A.2). Any other type is stored with kind `unknown` and never
 /// changes a resource's state.
@@ -159,10 +160,9 @@ pub struct NewEvent {
     pub key: ResourceKey,
     pub previous_state: Option<String>,
     pub state: Option<String>,
-    pub data: Value,
-    /// What the resource row keeps when this event sets its state (outputs, correlation, ...).
-    pub details: Value,
-    /// `details` serialized, here in the request handler rather than in the serial writer.
+    /// What the resource row keeps when this event sets its state (outputs, correlation, ...),
+    /// as JSON text: serialized in the request handler rather than in the serial writer, and
+    /// the parsed `data` is not kept, so the writer neither copies nor frees any JSON value.
     pub details_text: String,
     /// The bytes as received: a structured event's whole envelope (a batch element's own
     /// bytes), or a binary-mode event's data. The store keeps only these and reads `data`
@@ -205,8 +205,7 @@ impl NewEvent {
             .or_else(|| str_at(resource, &["properties", "resourceState"]))
             .map(text_column);
         let previous_state = str_at(&event.data, &["previousState"]).map(text_column);
-        let details = resource_details(&key, resource);
-        let details_text = details.to_string();
+        let details_text = resource_details(&key, resource);
         Self {
             id: event.id,
             event_type: event.event_type,
@@ -219,8 +218,6 @@ impl NewEvent {
             key,
             previous_state,
             state,
-            data: event.data,
-            details,
             details_text,
             raw,
             origin,
@@ -247,73 +244,119 @@ fn str_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
     value_at(value, path).and_then(Value::as_str)
 }
 
-fn cloned_at(value: &Value, path: &[&str]) -> Value {
-    value_at(value, path).cloned().unwrap_or(Value::Null)
+const NULL: Value = Value::Null;
+
+fn at<'a>(value: &'a Value, path: &[&str]) -> &'a Value {
+    value_at(value, path).unwrap_or(&NULL)
 }
 
-/// The per-kind facts a resource row keeps from the resource body of the event that set it.
-fn resource_details(key: &ResourceKey, resource: &Value) -> Value {
-    match key.kind {
+/// One job output as a resource row keeps it; borrowed from the event, serialized once.
+#[derive(Serialize)]
+struct OutputDetails<'a> {
+    label: &'a Value,
+    asset_name: &'a Value,
+    state: &'a Value,
+    progress: &'a Value,
+    start_time: &'a Value,
+    end_time: &'a Value,
+    error: &'a Value,
+}
+
+#[derive(Serialize)]
+struct JobDetails<'a> {
+    outputs: Vec<OutputDetails<'a>>,
+    error: &'a Value,
+    correlation_data: &'a Value,
+    priority: &'a Value,
+    created: &'a Value,
+    last_modified: &'a Value,
+    start_time: &'a Value,
+    end_time: &'a Value,
+}
+
+#[derive(Serialize)]
+struct ParentDetails<'a> {
+    kind: &'a str,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct OperationDetails<'a> {
+    parent: ParentDetails<'a>,
+    operation_type: &'a Value,
+    correlation_data: &'a Value,
+}
+
+#[derive(Serialize)]
+struct LiveDetails<'a> {
+    desired_state: &'a Value,
+    info: &'a Value,
+}
+
+/// The per-kind facts a resource row keeps from the resource body of the event that set it,
+/// as JSON text. Serialized straight from references into the event: no copy of any value.
+fn resource_details(key: &ResourceKey, resource: &Value) -> String {
+    let text = match key.kind {
         ResourceKind::Job => {
-            let props = resource.get("properties").unwrap_or(&Value::Null);
-            let outputs: Vec<Value> = props
+            let props = at(resource, &["properties"]);
+            let outputs: Vec<OutputDetails<'_>> = props
                 .get("outputs")
                 .and_then(Value::as_array)
                 .map(|outs| {
                     outs.iter()
-                        .map(|o| {
-                            json!({
-                                "label": cloned_at(o, &["label"]),
-                                "asset_name": cloned_at(o, &["assetName"]),
-                                "state": cloned_at(o, &["state"]),
-                                "progress": cloned_at(o, &["progress"]),
-                                "start_time": cloned_at(o, &["startTime"]),
-                                "end_time": cloned_at(o, &["endTime"]),
-                                "error": cloned_at(o, &["error"]),
-                            })
+                        .map(|o| OutputDetails {
+                            label: at(o, &["label"]),
+                            asset_name: at(o, &["assetName"]),
+                            state: at(o, &["state"]),
+                            progress: at(o, &["progress"]),
+                            start_time: at(o, &["startTime"]),
+                            end_time: at(o, &["endTime"]),
+                            error: at(o, &["error"]),
                         })
                         .collect()
                 })
                 .unwrap_or_default();
             let error = outputs
                 .iter()
-                .map(|o| &o["error"])
+                .map(|o| o.error)
                 .find(|e| !e.is_null())
-                .cloned()
-                .unwrap_or_else(|| cloned_at(props, &["error"]));
-            json!({
-                "outputs": outputs,
-                "error": error,
-                "correlation_data": cloned_at(props, &["correlationData"]),
-                "priority": cloned_at(props, &["priority"]),
-                "created": cloned_at(props, &["created"]),
-                "last_modified": cloned_at(props, &["lastModified"]),
-                "start_time": cloned_at(props, &["startTime"]),
-                "end_time": cloned_at(props, &["endTime"]),
+                .unwrap_or_else(|| at(props, &["error"]));
+            serde_json::to_string(&JobDetails {
+                error,
+                outputs,
+                correlation_data: at(props, &["correlationData"]),
+                priority: at(props, &["priority"]),
+                created: at(props, &["created"]),
+                last_modified: at(props, &["lastModified"]),
+                start_time: at(props, &["startTime"]),
+                end_time: at(props, &["endTime"]),
             })
         }
         ResourceKind::ScheduledOperation => {
-            let (parent_kind, parent) = key.parent.split_once('/').unwrap_or(("", ""));
-            json!({
-                "parent": {"kind": parent_kind, "name": parent},
-                "operation_type": cloned_at(resource, &["spec", "type"]),
-                "correlation_data": cloned_at(resource, &["spec", "correlationData"]),
+            let (kind, name) = key.parent.split_once('/').unwrap_or(("", ""));
+            serde_json::to_string(&OperationDetails {
+                parent: ParentDetails { kind, name },
+                operation_type: at(resource, &["spec", "type"]),
+                correlation_data: at(resource, &["spec", "correlationData"]),
             })
         }
         ResourceKind::LiveChannel
         | ResourceKind::LiveEvent
         | ResourceKind::StaticMultiviewChannel
-        | ResourceKind::StaticMultiviewEvent => json!({
-            "desired_state": cloned_at(resource, &["spec", "state"]),
-            "info": cloned_at(resource, &["status", "info"]),
+        | ResourceKind::StaticMultiviewEvent => serde_json::to_string(&LiveDetails {
+            desired_state: at(resource, &["spec", "state"]),
+            info: at(resource, &["status", "info"]),
         }),
-        _ => json!({}),
-    }
+        _ => return "{}".to_owned(),
+    };
+    // Serializing references to JSON values into a string cannot fail.
+    text.unwrap_or_else(|_| "{}".to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn job_event(state: &str) -> Value {
         json!({
@@ -392,9 +435,10 @@ mod tests {
             ev.version_ms,
             parse_rfc3339_ms("2025-03-14T09:09:48Z").unwrap()
         );
-        assert_eq!(ev.details["correlation_data"]["k"], "v");
-        assert_eq!(ev.details["error"]["code"], "ContentMalformed");
-        assert_eq!(ev.details["outputs"][0]["asset_name"], "x");
+        let details: Value = serde_json::from_str(&ev.details_text).unwrap();
+        assert_eq!(details["correlation_data"]["k"], "v");
+        assert_eq!(details["error"]["code"], "ContentMalformed");
+        assert_eq!(details["outputs"][0]["asset_name"], "x");
         assert!(ev.sets_state());
     }
 
