@@ -73,16 +73,21 @@ impl Feed {
         remote: Arc<Notify>,
         cancel: CancellationToken,
     ) {
+        let mut top = None;
         loop {
-            if let Err(err) = self.run_once().await {
+            if let Err(err) = self.run_once(top).await {
                 tracing::warn!(error = %err, "feed cannot read new events; will retry");
             }
+            top = None;
             tokio::select! {
                 () = cancel.cancelled() => return,
                 changed = local.changed() => if changed.is_err() {
                     // The writer has stopped: publish what it committed last, then stop.
-                    let _ = self.run_once().await;
+                    let _ = self.run_once(None).await;
                     return;
+                } else {
+                    // This process's own commit: its sequence number is known without a read.
+                    top = Some(*local.borrow_and_update());
                 },
                 () = remote.notified() => {}
                 () = tokio::time::sleep(SAFETY_TICK) => {}
@@ -92,12 +97,16 @@ impl Feed {
 
     /// Publishes every committed event after the current head, in order. With nobody
     /// following or waiting it only moves the head: a follower that arrives later reads the
-    /// store from its own position anyway.
-    pub async fn run_once(&self) -> Result<(), crate::store::StoreError> {
+    /// store from its own position anyway. `known_top` is the end of the log when the caller
+    /// knows it (a local commit); otherwise the store is asked.
+    pub async fn run_once(&self, known_top: Option<i64>) -> Result<(), crate::store::StoreError> {
         // Read the log's end first, then look for listeners: one that arrives after the check
         // reads the store after this read, so it sees everything up to `top` itself, and
         // events after `top` are published normally since it is now listening.
-        let top = self.store.last_seq().await?;
+        let top = match known_top {
+            Some(top) => top,
+            None => self.store.last_seq().await?,
+        };
         if self.events.receiver_count() == 0 && self.waiters.is_empty() {
             self.head.send_if_modified(|head| {
                 let newer = top > *head;
