@@ -908,3 +908,49 @@ async fn retention_prunes_in_steps_and_keeps_state_and_pending_deliveries() {
     })
     .await;
 }
+
+/// Under steady appends a PASSIVE checkpoint never catches the WAL's end, so the WAL would
+/// never start over and would grow by every commit; `maintain` restarts it once it is long.
+#[tokio::test]
+async fn sqlite_wal_stays_bounded_under_steady_appends() {
+    let db = TestDb::sqlite();
+    let store = open(&db).await;
+    let wal =
+        std::path::PathBuf::from(db.url().trim_start_matches("sqlite:")).with_extension("db-wal");
+    let padding = "x".repeat(4000);
+    let appender = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            // About 100 MiB of events, committed back to back in batches of 20.
+            for batch in 0..1250 {
+                let events: Vec<NewEvent> = (0..20)
+                    .map(|i| {
+                        let n = batch * 20 + i;
+                        let mut e = job(&format!("e{n}"), "Processing", "2025-01-01T00:00:00Z");
+                        e.source = format!("{JOB}-{n}");
+                        e.key.name = format!("j-{n}");
+                        e.raw.extend_from_slice(padding.as_bytes());
+                        e
+                    })
+                    .collect();
+                store.append(&events).await.expect("append");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut largest = 0;
+    while !appender.is_finished() {
+        store.maintain().await.expect("maintain");
+        largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    appender.await.expect("appender");
+    let db_size = std::fs::metadata(db.url().trim_start_matches("sqlite:"))
+        .unwrap()
+        .len();
+    assert!(
+        db_size > 90 << 20,
+        "the test wrote {db_size} bytes, too few to show anything"
+    );
+    assert!(largest < 40 << 20, "the WAL grew to {largest} bytes");
+}
