@@ -2,7 +2,9 @@
 
 use super::resource::{parse_source, ResourceKey, ResourceKind};
 use super::time::parse_rfc3339_ms;
+use super::view::{self, DataView, OutputView, Raw};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// The MK.IO event types (MKIO.md A.2). Any other type is stored with kind `unknown` and never
@@ -50,14 +52,21 @@ impl Origin {
     }
 }
 
-/// A validated CloudEvent 1.0 envelope (required attributes checked, `data` kept as JSON).
-#[derive(Clone, Debug, PartialEq)]
+/// A validated CloudEvent 1.0 envelope (required attributes checked, `data` kept as its JSON
+/// text: normalization reads the few fields it needs straight from it, see `view`).
+#[derive(Clone, Debug)]
 pub struct CloudEvent {
     pub id: String,
     pub event_type: String,
     pub source: String,
     pub time: Option<String>,
-    pub data: Value,
+    /// `data` as JSON text; `null` when the event has none.
+    pub data: Box<RawValue>,
+}
+
+/// `data`'s text for an event without data.
+pub fn null_data() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).expect("null is JSON")
 }
 
 fn required_string(obj: &Map<String, Value>, field: &str) -> Result<String, InvalidEvent> {
@@ -94,7 +103,7 @@ impl CloudEvent {
         )
     }
 
-    /// Validates the attributes common to every content mode.
+    /// Validates the attributes common to every content mode, `data` given as a JSON value.
     pub fn new(
         specversion: &str,
         id: String,
@@ -102,6 +111,20 @@ impl CloudEvent {
         source: String,
         time: Option<String>,
         data: Value,
+    ) -> Result<Self, InvalidEvent> {
+        let data = serde_json::value::to_raw_value(&data)
+            .map_err(|e| InvalidEvent(format!("field `data` cannot be kept: {e}")))?;
+        Self::with_raw_data(specversion, id, event_type, source, time, data)
+    }
+
+    /// Validates the attributes common to every content mode, `data` given as JSON text.
+    pub fn with_raw_data(
+        specversion: &str,
+        id: String,
+        event_type: String,
+        source: String,
+        time: Option<String>,
+        data: Box<RawValue>,
     ) -> Result<Self, InvalidEvent> {
         if specversion != "1.0" {
             return Err(InvalidEvent(format!(
@@ -126,7 +149,7 @@ impl CloudEvent {
                 "field `time` must not contain control characters".into(),
             ));
         }
-        if event_type.starts_with("MediaKind.") && !data.is_object() {
+        if event_type.starts_with("MediaKind.") && !data.get().trim_start().starts_with('{') {
             return Err(InvalidEvent(format!(
                 "field `data` must be a JSON object for {event_type} events"
             )));
@@ -176,10 +199,20 @@ impl NewEvent {
     pub fn normalize(event: CloudEvent, raw: Vec<u8>, received_ms: i64, origin: Origin) -> Self {
         let parsed = parse_source(&event.source);
         let mut key = parsed.key;
-        let resource = event.data.get("resource").unwrap_or(&Value::Null);
+        let data = DataView::read(event.data.get()).unwrap_or_else(|| {
+            // Only an object that repeats a key gets here (the text was checked as JSON).
+            tracing::warn!(
+                id = %event.id,
+                source = %event.source,
+                "event data repeats a key; stored without reading a state from it"
+            );
+            DataView::default()
+        });
+        let resource = &data.resource.0;
+        let props = &resource.properties.0;
         if key.project.is_empty() {
-            if let Some(p) = event.data.get("projectName").and_then(Value::as_str) {
-                key.project = text_column(p);
+            if let Some(p) = view::text(data.project_name) {
+                key.project = text_column(&p);
             }
         }
         let known = KNOWN_TYPES.contains(&event.event_type.as_str());
@@ -194,18 +227,18 @@ impl NewEvent {
             .and_then(parse_rfc3339_ms)
             .unwrap_or(received_ms);
         let version_ms = match key.kind {
-            ResourceKind::Job => str_at(resource, &["properties", "lastModified"])
-                .and_then(parse_rfc3339_ms)
+            ResourceKind::Job => view::text(props.last_modified)
+                .and_then(|t| parse_rfc3339_ms(&t))
                 .unwrap_or(event_ms),
             _ => event_ms,
         };
-        let state = str_at(&event.data, &["state"])
-            .or_else(|| str_at(resource, &["properties", "state"]))
-            .or_else(|| str_at(resource, &["status", "state"]))
-            .or_else(|| str_at(resource, &["properties", "resourceState"]))
-            .map(text_column);
-        let previous_state = str_at(&event.data, &["previousState"]).map(text_column);
-        let details_text = resource_details(&key, resource);
+        let state = view::text(data.state)
+            .or_else(|| view::text(props.state))
+            .or_else(|| view::text(resource.status.0.state))
+            .or_else(|| view::text(props.resource_state))
+            .map(|s| text_column(&s));
+        let previous_state = view::text(data.previous_state).map(|s| text_column(&s));
+        let details_text = resource_details(&key, &data);
         Self {
             id: event.id,
             event_type: event.event_type,
@@ -236,42 +269,16 @@ fn text_column(s: &str) -> String {
     s.replace('\0', "\u{FFFD}")
 }
 
-fn value_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter().try_fold(value, |v, key| v.get(key))
-}
-
-fn str_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
-    value_at(value, path).and_then(Value::as_str)
-}
-
-const NULL: Value = Value::Null;
-
-fn at<'a>(value: &'a Value, path: &[&str]) -> &'a Value {
-    value_at(value, path).unwrap_or(&NULL)
-}
-
-/// One job output as a resource row keeps it; borrowed from the event, serialized once.
-#[derive(Serialize)]
-struct OutputDetails<'a> {
-    label: &'a Value,
-    asset_name: &'a Value,
-    state: &'a Value,
-    progress: &'a Value,
-    start_time: &'a Value,
-    end_time: &'a Value,
-    error: &'a Value,
-}
-
 #[derive(Serialize)]
 struct JobDetails<'a> {
-    outputs: Vec<OutputDetails<'a>>,
-    error: &'a Value,
-    correlation_data: &'a Value,
-    priority: &'a Value,
-    created: &'a Value,
-    last_modified: &'a Value,
-    start_time: &'a Value,
-    end_time: &'a Value,
+    outputs: &'a [view::Object<OutputView<'a>>],
+    error: Raw<'a>,
+    correlation_data: Raw<'a>,
+    priority: Raw<'a>,
+    created: Raw<'a>,
+    last_modified: Raw<'a>,
+    start_time: Raw<'a>,
+    end_time: Raw<'a>,
 }
 
 #[derive(Serialize)]
@@ -283,73 +290,55 @@ struct ParentDetails<'a> {
 #[derive(Serialize)]
 struct OperationDetails<'a> {
     parent: ParentDetails<'a>,
-    operation_type: &'a Value,
-    correlation_data: &'a Value,
+    operation_type: Raw<'a>,
+    correlation_data: Raw<'a>,
 }
 
 #[derive(Serialize)]
 struct LiveDetails<'a> {
-    desired_state: &'a Value,
-    info: &'a Value,
+    desired_state: Raw<'a>,
+    info: Raw<'a>,
 }
 
 /// The per-kind facts a resource row keeps from the resource body of the event that set it,
-/// as JSON text. Serialized straight from references into the event: no copy of any value.
-fn resource_details(key: &ResourceKey, resource: &Value) -> String {
+/// as JSON text, written from the event's own text: no value is copied or rebuilt.
+fn resource_details(key: &ResourceKey, data: &DataView<'_>) -> String {
+    let resource = &data.resource.0;
     let text = match key.kind {
         ResourceKind::Job => {
-            let props = at(resource, &["properties"]);
-            let outputs: Vec<OutputDetails<'_>> = props
-                .get("outputs")
-                .and_then(Value::as_array)
-                .map(|outs| {
-                    outs.iter()
-                        .map(|o| OutputDetails {
-                            label: at(o, &["label"]),
-                            asset_name: at(o, &["assetName"]),
-                            state: at(o, &["state"]),
-                            progress: at(o, &["progress"]),
-                            start_time: at(o, &["startTime"]),
-                            end_time: at(o, &["endTime"]),
-                            error: at(o, &["error"]),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let error = outputs
-                .iter()
-                .map(|o| o.error)
-                .find(|e| !e.is_null())
-                .unwrap_or_else(|| at(props, &["error"]));
+            let props = &resource.properties.0;
+            let outputs = &props.outputs.0;
+            let error = outputs.iter().find_map(|o| o.0.error).or(props.error);
             serde_json::to_string(&JobDetails {
-                error,
                 outputs,
-                correlation_data: at(props, &["correlationData"]),
-                priority: at(props, &["priority"]),
-                created: at(props, &["created"]),
-                last_modified: at(props, &["lastModified"]),
-                start_time: at(props, &["startTime"]),
-                end_time: at(props, &["endTime"]),
+                error,
+                correlation_data: props.correlation_data,
+                priority: props.priority,
+                created: props.created,
+                last_modified: props.last_modified,
+                start_time: props.start_time,
+                end_time: props.end_time,
             })
         }
         ResourceKind::ScheduledOperation => {
             let (kind, name) = key.parent.split_once('/').unwrap_or(("", ""));
+            let spec = &resource.spec.0;
             serde_json::to_string(&OperationDetails {
                 parent: ParentDetails { kind, name },
-                operation_type: at(resource, &["spec", "type"]),
-                correlation_data: at(resource, &["spec", "correlationData"]),
+                operation_type: spec.operation_type,
+                correlation_data: spec.correlation_data,
             })
         }
         ResourceKind::LiveChannel
         | ResourceKind::LiveEvent
         | ResourceKind::StaticMultiviewChannel
         | ResourceKind::StaticMultiviewEvent => serde_json::to_string(&LiveDetails {
-            desired_state: at(resource, &["spec", "state"]),
-            info: at(resource, &["status", "info"]),
+            desired_state: resource.spec.0.state,
+            info: resource.status.0.info,
         }),
         _ => return "{}".to_owned(),
     };
-    // Serializing references to JSON values into a string cannot fail.
+    // Raw JSON text and plain strings always serialize.
     text.unwrap_or_else(|_| "{}".to_owned())
 }
 

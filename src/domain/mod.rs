@@ -6,3 +6,4 @@ pub mod resource;
 pub mod state;
 pub mod subscription;
 pub mod time;
+pub mod view;

@@ -45,7 +45,8 @@ pub fn polled_event(
         event_type: POLLED_TYPE.to_owned(),
         source: path.to_owned(),
         time: Some(format_ms(observed_ms)),
-        data,
+        data: serde_json::value::to_raw_value(&envelope["data"])
+            .unwrap_or_else(|_| super::event::null_data()),
     };
     NewEvent::normalize(event, raw, received_ms, Origin::Poll)
 }

@@ -1,7 +1,8 @@
 //! Turns a webhook request (content type, headers, body) into validated CloudEvents, choosing
 //! the content mode as MKIO.md G.1 prescribes.
 
-use crate::domain::event::{CloudEvent, InvalidEvent};
+use crate::domain::event::{null_data, CloudEvent, InvalidEvent};
+use crate::domain::view::Raw;
 use axum::http::HeaderMap;
 use percent_encoding::percent_decode_str;
 use serde_json::value::RawValue;
@@ -48,7 +49,7 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Decoded>, DecodeEr
         return batch(body);
     }
     if essence.starts_with("application/cloudevents") {
-        return structured(parse(body)?, body);
+        return structured(body);
     }
     if essence != "application/json" && !essence.ends_with("+json") {
         let shown = if content_type.is_empty() {
@@ -60,9 +61,28 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Decoded>, DecodeEr
             "unsupported content type `{shown}`; {ACCEPTED}"
         )));
     }
-    let value = parse(body)?;
-    match &value {
-        Value::Object(obj) if obj.contains_key("specversion") => structured(value, body),
+    match first_byte(body) {
+        Some(b'[') => batch(body),
+        Some(b'{') => {
+            check_depth(body)?;
+            let envelope = read_envelope(body, "the body")?;
+            if envelope.specversion.is_some() {
+                Ok(vec![(envelope.into_event()?, body.to_vec())])
+            } else {
+                not_structured(headers, parse(body)?, body)
+            }
+        }
+        _ => not_structured(headers, parse(body)?, body),
+    }
+}
+
+/// A JSON body that is not a structured event: binary mode when the headers say so.
+fn not_structured(
+    headers: &HeaderMap,
+    value: Value,
+    body: &[u8],
+) -> Result<Vec<Decoded>, DecodeError> {
+    match value {
         Value::Array(_) => batch(body),
         _ if headers.contains_key("ce-specversion") => binary(headers, value, body),
         _ => Err(DecodeError::Invalid(
@@ -70,6 +90,45 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Decoded>, DecodeEr
                 .into(),
         )),
     }
+}
+
+fn first_byte(body: &[u8]) -> Option<u8> {
+    body.iter().copied().find(|b| !b.is_ascii_whitespace())
+}
+
+/// How deep arrays and objects may nest, as for a parsed `serde_json::Value`: a body read
+/// without building a tree must meet the same limit, or the store would keep events whose
+/// data could never be read back.
+const MAX_DEPTH: usize = 128;
+
+fn check_depth(json: &[u8]) -> Result<(), DecodeError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(DecodeError::Invalid(format!(
+                        "the body nests arrays and objects more than {MAX_DEPTH} levels deep"
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn parse(body: &[u8]) -> Result<Value, DecodeError> {
@@ -80,7 +139,72 @@ fn parse(body: &[u8]) -> Result<Value, DecodeError> {
         .map_err(|e| DecodeError::Invalid(format!("the body is not valid JSON: {e}")))
 }
 
-fn structured(value: Value, body: &[u8]) -> Result<Vec<Decoded>, DecodeError> {
+/// A structured event's attributes, borrowed from its text; `data` stays text.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    specversion: Raw<'a>,
+    #[serde(borrow, default)]
+    id: Raw<'a>,
+    #[serde(borrow, default, rename = "type")]
+    event_type: Raw<'a>,
+    #[serde(borrow, default)]
+    source: Raw<'a>,
+    #[serde(borrow, default)]
+    time: Raw<'a>,
+    #[serde(borrow, default)]
+    data: Raw<'a>,
+}
+
+/// Reads a JSON object's envelope; `what` names it in errors ("the body", "batch element 2").
+fn read_envelope<'a>(text: &'a [u8], what: &str) -> Result<Envelope<'a>, DecodeError> {
+    serde_json::from_slice(text).map_err(|e| {
+        DecodeError::Invalid(match e.classify() {
+            serde_json::error::Category::Data => format!("{what} is not a valid CloudEvent: {e}"),
+            _ => format!("{what} is not valid JSON: {e}"),
+        })
+    })
+}
+
+fn attribute(raw: Raw<'_>, field: &str) -> Result<Option<String>, InvalidEvent> {
+    raw.map(|r| {
+        serde_json::from_str::<String>(r.get())
+            .map_err(|_| InvalidEvent(format!("field `{field}` must be a string")))
+    })
+    .transpose()
+}
+
+fn required(raw: Raw<'_>, field: &str) -> Result<String, InvalidEvent> {
+    match attribute(raw, field)? {
+        None => Err(InvalidEvent(format!("field `{field}` is missing"))),
+        Some(s) if s.is_empty() => Err(InvalidEvent(format!("field `{field}` is empty"))),
+        Some(s) => Ok(s),
+    }
+}
+
+impl Envelope<'_> {
+    /// Validates the attributes (in the order `CloudEvent::from_json` does).
+    fn into_event(self) -> Result<CloudEvent, InvalidEvent> {
+        let specversion = required(self.specversion, "specversion")?;
+        let time = attribute(self.time, "time")?;
+        CloudEvent::with_raw_data(
+            &specversion,
+            required(self.id, "id")?,
+            required(self.event_type, "type")?,
+            required(self.source, "source")?,
+            time,
+            self.data.map_or_else(null_data, RawValue::to_owned),
+        )
+    }
+}
+
+fn structured(body: &[u8]) -> Result<Vec<Decoded>, DecodeError> {
+    if first_byte(body) == Some(b'{') {
+        check_depth(body)?;
+        let event = read_envelope(body, "the body")?.into_event()?;
+        return Ok(vec![(event, body.to_vec())]);
+    }
+    let value = parse(body)?;
     if value.is_array() {
         return Err(DecodeError::Invalid(
             "a JSON array is a batch; send it as application/cloudevents-batch+json or \
@@ -95,6 +219,7 @@ fn batch(body: &[u8]) -> Result<Vec<Decoded>, DecodeError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(DecodeError::Invalid("the body is empty".into()));
     }
+    check_depth(body)?;
     let elements: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
         DecodeError::Invalid(format!("a batch must be a JSON array of CloudEvents: {e}"))
     })?;
@@ -102,12 +227,18 @@ fn batch(body: &[u8]) -> Result<Vec<Decoded>, DecodeError> {
         .into_iter()
         .enumerate()
         .map(|(i, raw)| {
-            let value: Value = serde_json::from_str(raw.get()).map_err(|e| {
-                DecodeError::Invalid(format!("batch element {i} is not valid JSON: {e}"))
-            })?;
-            let event = CloudEvent::from_json(value)
-                .map_err(|e| DecodeError::Invalid(format!("batch element {i}: {e}")))?;
-            Ok((event, raw.get().as_bytes().to_vec()))
+            let text = raw.get().as_bytes();
+            let event = if first_byte(text) == Some(b'{') {
+                read_envelope(text, &format!("batch element {i}"))?.into_event()
+            } else {
+                let value: Value = serde_json::from_str(raw.get()).map_err(|e| {
+                    DecodeError::Invalid(format!("batch element {i} is not valid JSON: {e}"))
+                })?;
+                CloudEvent::from_json(value)
+            };
+            let event =
+                event.map_err(|e| DecodeError::Invalid(format!("batch element {i}: {e}")))?;
+            Ok((event, text.to_vec()))
         })
         .collect()
 }
@@ -218,7 +349,7 @@ mod tests {
         ]);
         let out = decode(&h, br#"{"state":"Processing"}"#).unwrap();
         assert_eq!(out[0].0.id, "abc def");
-        assert_eq!(out[0].0.data["state"], "Processing");
+        assert_eq!(out[0].0.data.get(), r#"{"state":"Processing"}"#);
         assert_eq!(out[0].0.time.as_deref(), Some("2025-03-14T09:02:11Z"));
     }
 
