@@ -102,20 +102,22 @@ fn first_byte(body: &[u8]) -> Option<u8> {
 const MAX_DEPTH: usize = 128;
 
 fn check_depth(json: &[u8]) -> Result<(), DecodeError> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in json {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let mut depth = 0usize;
+    let mut at = 0;
+    while let Some(&b) = json.get(at) {
+        at += 1;
         match b {
-            b'"' => in_string = true,
+            // Skip the string to its closing quote, a whole run of plain text at a time.
+            b'"' => loop {
+                let Some(stop) = memchr::memchr2(b'"', b'\\', &json[at..]) else {
+                    return Ok(()); // unterminated: the parser reports it
+                };
+                at += stop + 1;
+                if json[at - 1] == b'"' {
+                    break;
+                }
+                at += 1; // the escaped character
+            },
             b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
@@ -351,6 +353,31 @@ mod tests {
         assert_eq!(out[0].0.id, "abc def");
         assert_eq!(out[0].0.data.get(), r#"{"state":"Processing"}"#);
         assert_eq!(out[0].0.time.as_deref(), Some("2025-03-14T09:02:11Z"));
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(check_depth(nested(MAX_DEPTH).as_bytes()).is_ok());
+        assert!(check_depth(nested(MAX_DEPTH + 1).as_bytes()).is_err());
+        let in_string = format!(r#"{{"a": "{}\\\"{}"}}"#, "[".repeat(500), "{".repeat(500));
+        assert!(check_depth(in_string.as_bytes()).is_ok(), "{in_string}");
+        let after_escapes = format!(r#"{{"a": "x\\\\", "b": {}}}"#, nested(MAX_DEPTH));
+        assert!(
+            check_depth(after_escapes.as_bytes()).is_err(),
+            "{after_escapes}"
+        );
+    }
+
+    #[test]
+    fn an_envelope_that_repeats_an_attribute_is_refused() {
+        let json = headers(&[("content-type", "application/json")]);
+        let body = r#"{"specversion":"1.0","id":"1","id":"2","type":"t","source":"/s"}"#;
+        let err = decode(&json, body.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&err, DecodeError::Invalid(m) if m.contains("duplicate field `id`")),
+            "{err:?}"
+        );
     }
 
     #[test]
