@@ -6,6 +6,7 @@ use crate::fanout::feed::Feed;
 use crate::http::api::{self, ApiState};
 use crate::http::health::Health;
 use crate::http::ingest::{self, IngestState};
+use crate::http::serve;
 use crate::ingest::writer::Writer;
 use crate::store::{self, Store, StoreOptions};
 use anyhow::Context;
@@ -28,12 +29,6 @@ impl Listeners {
         let api = listen(config.api.listen)
             .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
         Ok(Self { ingest, api })
-    }
-}
-
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
 }
 
@@ -168,11 +163,10 @@ pub async fn run(
         last_seq,
         "mkio-relay serving"
     );
-    // No Nagle: a stream's small SSE writes must not wait for the client's delayed ACK.
-    let ingest_server = axum::serve(listeners.ingest.tap_io(no_delay), ingest_router)
+    let ingest_server = axum::serve(listeners.ingest.tap_io(serve::no_delay), ingest_router)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let api_server = axum::serve(listeners.api.tap_io(no_delay), api_router)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    // Its own server: thousands of waits and streams held open must stay light.
+    let api_server = serve::serve(listeners.api, api_router, shutdown.clone());
     let drain = async {
         let (ingest_result, api_result) = tokio::join!(ingest_server, api_server);
         // A server that failed takes the other down too.

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod openapi;
 pub mod resources;
+pub mod serve;
 pub mod subscriptions;
 pub mod views;
 pub mod watches;
