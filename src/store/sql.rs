@@ -59,11 +59,15 @@ pub(super) const SELECT_RESOURCES_OF_KIND: &str = concat!(
      ORDER BY kind, project, parent, name LIMIT $10"
 );
 
-/// One resource by kind, project and name (index `resources_name`), the parent optional.
+/// One resource by kind, project and name, the parent optional. The keys come from the
+/// covering index `resources_name` in a subquery: asked directly, SQLite's planner (without
+/// table statistics) walks the primary key over every resource of the project instead, which
+/// made each waiter's lookup cost milliseconds once a project held thousands of jobs.
 pub(super) const SELECT_RESOURCES_BY_NAME: &str = concat!(
     "SELECT ",
     resource_columns!(),
-    " FROM resources WHERE kind = $1 AND project = $2 AND name = $4 \
+    " FROM resources WHERE (kind, project, parent, name) IN (SELECT kind, project, parent, \
+     name FROM resources WHERE kind = $1 AND project = $2 AND name = $4) \
      AND ($3 IS NULL OR parent = $3) AND ($5 IS NULL OR state = $5) \
      AND ($6 IS NULL OR (kind, project, parent, name) > ($6, $7, $8, $9)) \
      ORDER BY kind, project, parent, name LIMIT $10"
@@ -406,3 +410,44 @@ macro_rules! append_ops {
     };
 }
 pub(super) use append_ops;
+
+#[cfg(test)]
+mod tests {
+    use super::SELECT_RESOURCES_BY_NAME;
+
+    /// A waiter's lookup of one job is planned on the name index, not as a walk over every
+    /// resource of the project (SQLite plans these statements without table statistics).
+    #[test]
+    fn one_resource_by_name_is_found_through_the_name_index() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        for migration in [
+            include_str!("../../migrations/sqlite/0001_init.sql"),
+            include_str!("../../migrations/sqlite/0002_subscriptions.sql"),
+            include_str!("../../migrations/sqlite/0003_lookup_indexes.sql"),
+            include_str!("../../migrations/sqlite/0004_polling.sql"),
+        ] {
+            db.execute_batch(migration).unwrap();
+        }
+        let mut plan = db
+            .prepare(&format!("EXPLAIN QUERY PLAN {SELECT_RESOURCES_BY_NAME}"))
+            .unwrap();
+        let nulls = vec![rusqlite::types::Null; plan.parameter_count()];
+        let steps: Vec<String> = plan
+            .query_map(rusqlite::params_from_iter(nulls), |row| row.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.contains("INDEX resources_name (kind=? AND project=? AND name=?)")),
+            "{steps:#?}"
+        );
+        assert!(
+            !steps
+                .iter()
+                .any(|s| s.contains("PRIMARY KEY (kind=? AND project=?)")),
+            "{steps:#?}"
+        );
+    }
+}
