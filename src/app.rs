@@ -144,7 +144,7 @@ pub async fn run(
         Dispatcher::new(store.clone(), config.delivery.clone())
             .context("cannot build the outbound HTTP client")?,
     );
-    let dispatcher_task = tokio::spawn(dispatcher.clone().run(feed_handle.head(), workers.clone()));
+    let dispatcher_task = tokio::spawn(dispatcher.clone().run(handle.queued(), workers.clone()));
     let (polling, poller_task) = start_poller(&config, store.clone(), handle, shutdown.clone())?;
     let mut api_state = ApiState::from_config(
         &config,

@@ -71,7 +71,15 @@ async fn duplicates_are_stored_once_across_and_within_batches() {
         let store = open(&db).await;
         let e = job("a", "Finished", "2025-01-01T00:00:02Z");
         let first = store.append(std::slice::from_ref(&e)).await.unwrap();
-        assert!(matches!(first[0], Appended::Stored { applied: true, .. }));
+        // No subscription: nothing to deliver.
+        assert!(matches!(
+            first[0],
+            Appended::Stored {
+                applied: true,
+                queued: false,
+                ..
+            }
+        ));
         assert_eq!(
             store.append(std::slice::from_ref(&e)).await.unwrap(),
             [Appended::Duplicate]
@@ -583,12 +591,20 @@ async fn a_polled_transition_and_its_webhook_count_once_in_either_order() {
             ms("2025-01-01T00:00:05Z"),
             ms("2025-01-01T00:00:05Z"),
         );
-        store.append(&[poll]).await.unwrap();
+        let out = store.append(&[poll]).await.unwrap();
+        assert!(
+            matches!(out[0], Appended::Stored { queued: true, .. }),
+            "{out:?}"
+        );
         let out = store
             .append(&[job("w1", "Finished", "2025-01-01T00:00:04Z")])
             .await
             .unwrap();
-        assert!(matches!(out[0], Appended::Stored { .. }), "{out:?}");
+        // Stored, but nothing queued: the writer leaves the dispatcher asleep.
+        assert!(
+            matches!(out[0], Appended::Stored { queued: false, .. }),
+            "{out:?}"
+        );
         assert_eq!(all_events(store.as_ref()).await.len(), 2);
         assert_eq!(
             queued_deliveries(store.as_ref()).await.len(),

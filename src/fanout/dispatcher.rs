@@ -13,7 +13,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -69,9 +69,11 @@ impl Dispatcher {
     }
 
     /// Delivers until `cancel`, then lets attempts in flight finish (each is bounded by the
-    /// attempt timeout). Wakes on new events (`head` moves), finished attempts, the next due
-    /// time, and a safety tick.
-    pub async fn run(self: Arc<Self>, mut head: watch::Receiver<i64>, cancel: CancellationToken) {
+    /// attempt timeout). Wakes when a local commit queued deliveries (`queued`, from the
+    /// writer), on finished attempts, retries and replays, at the next due time, and on a
+    /// safety tick. Deliveries queued by another replica are that replica's to send at once;
+    /// this one takes them on its next tick if they are still due (a replica that died).
+    pub async fn run(self: Arc<Self>, queued: Arc<Notify>, cancel: CancellationToken) {
         let tracker = TaskTracker::new();
         let recorder_stop = CancellationToken::new();
         let taken = self
@@ -92,7 +94,7 @@ impl Dispatcher {
             };
             tokio::select! {
                 () = cancel.cancelled() => break,
-                changed = head.changed() => if changed.is_err() { break },
+                () = queued.notified() => {}
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
             }

@@ -5,7 +5,7 @@ use crate::domain::event::{NewEvent, Origin};
 use crate::metrics::WriterMetrics;
 use crate::store::{Appended, Store, StoreError};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 /// Why a submission was not stored. Every variant means nothing was committed for it.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,7 @@ struct Job {
 pub struct WriterHandle {
     jobs: mpsc::Sender<Job>,
     committed: watch::Receiver<i64>,
+    queued: Arc<Notify>,
 }
 
 impl WriterHandle {
@@ -53,6 +54,12 @@ impl WriterHandle {
         self.committed.clone()
     }
 
+    /// Notified after each commit that queued outbound deliveries: what wakes the dispatcher
+    /// (the other commits, most of them when no subscription matches, leave it asleep).
+    pub fn queued(&self) -> Arc<Notify> {
+        self.queued.clone()
+    }
+
     /// Whether the writer task is still running.
     pub fn is_running(&self) -> bool {
         !self.jobs.is_closed()
@@ -64,6 +71,7 @@ pub struct Writer {
     store: Arc<dyn Store>,
     jobs: mpsc::Receiver<Job>,
     committed: watch::Sender<i64>,
+    queued: Arc<Notify>,
     max_batch_events: usize,
     metrics: WriterMetrics,
 }
@@ -78,17 +86,20 @@ impl Writer {
     ) -> (Self, WriterHandle) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let (committed_tx, committed_rx) = watch::channel(last_seq);
+        let queued = Arc::new(Notify::new());
         (
             Self {
                 store,
                 jobs: rx,
                 committed: committed_tx,
+                queued: queued.clone(),
                 max_batch_events: max_batch_events.max(1),
                 metrics: WriterMetrics::new(),
             },
             WriterHandle {
                 jobs: tx,
                 committed: committed_rx,
+                queued,
             },
         )
     }
@@ -202,6 +213,12 @@ impl Writer {
     }
 
     fn publish(&self, outcomes: &[Appended]) {
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, Appended::Stored { queued: true, .. }))
+        {
+            self.queued.notify_one();
+        }
         let top = outcomes
             .iter()
             .filter_map(|o| match o {

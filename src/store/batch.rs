@@ -135,22 +135,23 @@ impl Plan {
                 ))
             })?;
             seq_of[*i] = seq;
-            outcomes[*i] = Appended::Stored {
-                seq,
-                applied: *applied,
-            };
             let facts = EventFacts {
                 event_type: &e.event_type,
                 project: &e.key.project,
                 kind: e.kind.as_str(),
                 state: e.state.as_deref(),
             };
-            if !deliver {
-                continue;
+            let before = deliveries.len();
+            if *deliver {
+                for sub in subscriptions.iter().filter(|s| s.filter.matches(&facts)) {
+                    deliveries.push((sub.id.clone(), seq, e.key.ordering_key(), e.received_ms));
+                }
             }
-            for sub in subscriptions.iter().filter(|s| s.filter.matches(&facts)) {
-                deliveries.push((sub.id.clone(), seq, e.key.ordering_key(), e.received_ms));
-            }
+            outcomes[*i] = Appended::Stored {
+                seq,
+                applied: *applied,
+                queued: deliveries.len() > before,
+            };
         }
         // Each changed row still carries the provisional number of the event that set it.
         let changed = self

@@ -51,8 +51,13 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 /// The outcome of appending one event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Appended {
-    /// Newly stored at `seq`; `applied` when it became its resource's current state.
-    Stored { seq: i64, applied: bool },
+    /// Newly stored at `seq`; `applied` when it became its resource's current state;
+    /// `queued` when it queued at least one outbound delivery.
+    Stored {
+        seq: i64,
+        applied: bool,
+        queued: bool,
+    },
     /// `(source, id)` was already stored; nothing was written.
     Duplicate,
 }
