@@ -263,41 +263,7 @@ async fn respond(
         Framing::Chunked
     };
     let keep_alive = keep_alive && !shutdown.is_cancelled();
-
-    let mut out = Vec::with_capacity(256);
-    write!(
-        out,
-        "HTTP/1.1 {} {}\r\n",
-        status.as_str(),
-        status.canonical_reason().unwrap_or("")
-    )?;
-    for (name, value) in &parts.headers {
-        if name == CONNECTION || name == TRANSFER_ENCODING {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if !parts.headers.contains_key(DATE) {
-        write!(
-            out,
-            "date: {}\r\n",
-            chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT")
-        )?;
-    }
-    match (framing, exact) {
-        (Framing::Length, Some(len)) if !parts.headers.contains_key(CONTENT_LENGTH) => {
-            write!(out, "content-length: {len}\r\n")?;
-        }
-        (Framing::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        _ => {}
-    }
-    if !keep_alive {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    let mut out = response_head(&parts, framing, exact, keep_alive)?;
     if framing == Framing::Empty {
         wr.write_all(&out).await?;
         return Ok(keep_alive);
@@ -349,6 +315,51 @@ async fn respond(
     }
     wr.write_all(&out).await?;
     Ok(keep_alive)
+}
+
+/// The status line and headers, with the framing and connection headers this server owns.
+fn response_head(
+    parts: &axum::http::response::Parts,
+    framing: Framing,
+    exact: Option<u64>,
+    keep_alive: bool,
+) -> io::Result<Vec<u8>> {
+    let status = parts.status;
+    let mut out = Vec::with_capacity(256);
+    write!(
+        out,
+        "HTTP/1.1 {} {}\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or("")
+    )?;
+    for (name, value) in &parts.headers {
+        if name == CONNECTION || name == TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(DATE) {
+        write!(
+            out,
+            "date: {}\r\n",
+            chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT")
+        )?;
+    }
+    match (framing, exact) {
+        (Framing::Length, Some(len)) if !parts.headers.contains_key(CONTENT_LENGTH) => {
+            write!(out, "content-length: {len}\r\n")?;
+        }
+        (Framing::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(out)
 }
 
 /// Resolves when the client closes or resets the connection; never once it sends more bytes
