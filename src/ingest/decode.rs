@@ -109,7 +109,9 @@ fn check_depth(json: &[u8]) -> Result<(), DecodeError> {
         match b {
             // Skip the string to its closing quote, a whole run of plain text at a time.
             b'"' => loop {
-                let Some(stop) = memchr::memchr2(b'"', b'\\', &json[at..]) else {
+                // Past the end after an escape as the last byte: unterminated too.
+                let rest = json.get(at..).unwrap_or_default();
+                let Some(stop) = memchr::memchr2(b'"', b'\\', rest) else {
                     return Ok(()); // unterminated: the parser reports it
                 };
                 at += stop + 1;
@@ -362,6 +364,10 @@ mod tests {
         assert!(check_depth(nested(MAX_DEPTH + 1).as_bytes()).is_err());
         let in_string = format!(r#"{{"a": "{}\\\"{}"}}"#, "[".repeat(500), "{".repeat(500));
         assert!(check_depth(in_string.as_bytes()).is_ok(), "{in_string}");
+        // An escape as the very last byte (found by the property test): no panic.
+        for unterminated in [&br#""\"#[..], br#"{"a": "xy\"#, br#"[""#] {
+            assert!(check_depth(unterminated).is_ok());
+        }
         let after_escapes = format!(r#"{{"a": "x\\\\", "b": {}}}"#, nested(MAX_DEPTH));
         assert!(
             check_depth(after_escapes.as_bytes()).is_err(),
