@@ -258,6 +258,20 @@ proptest! {
         decode_and_normalize(&headers(ct, binary), &body);
     }
 
+    /// Short bodies of JSON punctuation: quotes, escapes and brackets in every order, where
+    /// hand-written scanners overrun (a body ending in `"\` once did).
+    #[test]
+    fn json_punctuation_is_accepted_or_rejected_never_a_panic(
+        body in prop::collection::vec(
+            prop::sample::select(b"\"\\[]{}:,a1 ".to_vec()),
+            0..48,
+        ),
+        ct in prop::sample::select(CONTENT_TYPES.to_vec()),
+        binary in any::<bool>(),
+    ) {
+        decode_and_normalize(&headers(ct, binary), &body);
+    }
+
     #[test]
     fn arbitrary_json_values_are_accepted_or_rejected_never_a_panic(
         value in json_value(),
