@@ -564,6 +564,12 @@ mod tests {
         (head, String::from_utf8(body).unwrap())
     }
 
+    /// Sends `request` on `conn` and reads its whole response.
+    async fn ask(conn: &mut tokio::io::BufReader<TcpStream>, request: &[u8]) -> (String, String) {
+        conn.write_all(request).await.unwrap();
+        response(conn).await
+    }
+
     async fn connect(addr: std::net::SocketAddr) -> tokio::io::BufReader<TcpStream> {
         tokio::io::BufReader::new(TcpStream::connect(addr).await.unwrap())
     }
@@ -579,24 +585,17 @@ mod tests {
         let (addr, _, _) = start().await;
         let mut conn = connect(addr).await;
         for _ in 0..2 {
-            conn.write_all(b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n")
-                .await
-                .unwrap();
-            let (head, body) = response(&mut conn).await;
+            let (head, body) = ask(&mut conn, b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n").await;
             assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
             assert!(head.contains("content-length: 8\r\n"), "{head}");
             assert!(head.contains("date: "), "{head}");
             assert_eq!(body, r#"{"hi":1}"#);
         }
         // A request with a body goes to hyper, which serves the rest of the connection.
-        conn.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
-            .await
-            .unwrap();
-        assert_eq!(response(&mut conn).await.1, "hello");
-        conn.write_all(b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        assert_eq!(response(&mut conn).await.1, r#"{"hi":1}"#);
+        let post = b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello";
+        assert_eq!(ask(&mut conn, post).await.1, "hello");
+        let get = b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n";
+        assert_eq!(ask(&mut conn, get).await.1, r#"{"hi":1}"#);
     }
 
     #[tokio::test]
@@ -636,19 +635,15 @@ mod tests {
             .unwrap();
         let (head, _) = read_response(&mut conn, false).await;
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-        // No body follows: the next response comes straight after the head.
 
-        conn.write_all(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let (head, body) = response(&mut conn).await;
+        // No body followed the HEAD: the next response's status line comes first.
+        let (head, body) = ask(&mut conn, b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
         assert!(head.contains("content-type: text/event-stream"), "{head}");
         assert_eq!(body, "data: 1\n\ndata: 2\n\ndata: 3\n\n");
 
-        conn.write_all(b"GET /nowhere HTTP/1.1\r\nhost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let (head, _) = response(&mut conn).await;
+        let close = b"GET /nowhere HTTP/1.1\r\nhost: x\r\nConnection: close\r\n\r\n";
+        let (head, _) = ask(&mut conn, close).await;
         assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
         assert!(head.contains("connection: close\r\n"), "{head}");
         assert!(
@@ -657,10 +652,7 @@ mod tests {
         );
 
         let mut bad = connect(addr).await;
-        bad.write_all(b"GET /hello HTTP/1.1\r\nno colon here\r\n\r\n")
-            .await
-            .unwrap();
-        let (head, _) = response(&mut bad).await;
+        let (head, _) = ask(&mut bad, b"GET /hello HTTP/1.1\r\nno colon here\r\n\r\n").await;
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
     }
 
@@ -689,10 +681,7 @@ mod tests {
         assert!(until(0).await, "the wait ended when its client left");
 
         let mut idle = connect(addr).await;
-        idle.write_all(b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        response(&mut idle).await;
+        ask(&mut idle, b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n").await;
         shutdown.cancel();
         assert!(
             closed(&mut idle).await,

@@ -420,13 +420,17 @@ mod tests {
     #[test]
     fn one_resource_by_name_is_found_through_the_name_index() {
         let db = rusqlite::Connection::open_in_memory().unwrap();
-        for migration in [
-            include_str!("../../migrations/sqlite/0001_init.sql"),
-            include_str!("../../migrations/sqlite/0002_subscriptions.sql"),
-            include_str!("../../migrations/sqlite/0003_lookup_indexes.sql"),
-            include_str!("../../migrations/sqlite/0004_polling.sql"),
-        ] {
-            db.execute_batch(migration).unwrap();
+        // Every migration, in order, so a later one that changes the indexes is checked too.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no migrations in {dir}");
+        for file in files {
+            db.execute_batch(&std::fs::read_to_string(&file).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         }
         let mut plan = db
             .prepare(&format!("EXPLAIN QUERY PLAN {SELECT_RESOURCES_BY_NAME}"))
