@@ -10,6 +10,7 @@ COPY .cargo .cargo
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked --bin mkio-relay \
     && rm -rf src
+COPY build.rs ./
 COPY src src
 COPY migrations migrations
 COPY config config

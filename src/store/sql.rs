@@ -414,13 +414,12 @@ pub(super) use append_ops;
 #[cfg(test)]
 mod tests {
     use super::SELECT_RESOURCES_BY_NAME;
+    use crate::store::{DEAD_DELIVERIES, PENDING_DELIVERIES};
 
-    /// A waiter's lookup of one job is planned on the name index, not as a walk over every
-    /// resource of the project (SQLite plans these statements without table statistics).
-    #[test]
-    fn one_resource_by_name_is_found_through_the_name_index() {
+    /// An in-memory database with every migration applied, in order, so a later one that
+    /// changes the indexes is checked too.
+    fn migrated() -> rusqlite::Connection {
         let db = rusqlite::Connection::open_in_memory().unwrap();
-        // Every migration, in order, so a later one that changes the indexes is checked too.
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
@@ -432,15 +431,24 @@ mod tests {
             db.execute_batch(&std::fs::read_to_string(&file).unwrap())
                 .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         }
-        let mut plan = db
-            .prepare(&format!("EXPLAIN QUERY PLAN {SELECT_RESOURCES_BY_NAME}"))
-            .unwrap();
+        db
+    }
+
+    /// The steps of SQLite's plan for `sql`, every parameter bound to NULL.
+    fn plan(db: &rusqlite::Connection, sql: &str) -> Vec<String> {
+        let mut plan = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let nulls = vec![rusqlite::types::Null; plan.parameter_count()];
-        let steps: Vec<String> = plan
-            .query_map(rusqlite::params_from_iter(nulls), |row| row.get(3))
+        plan.query_map(rusqlite::params_from_iter(nulls), |row| row.get(3))
             .unwrap()
             .collect::<Result<_, _>>()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// A waiter's lookup of one job is planned on the name index, not as a walk over every
+    /// resource of the project (SQLite plans these statements without table statistics).
+    #[test]
+    fn one_resource_by_name_is_found_through_the_name_index() {
+        let steps = plan(&migrated(), SELECT_RESOURCES_BY_NAME);
         assert!(
             steps
                 .iter()
@@ -453,5 +461,23 @@ mod tests {
                 .any(|s| s.contains("PRIMARY KEY (kind=? AND project=?)")),
             "{steps:#?}"
         );
+    }
+
+    /// Readiness counts pending and dead deliveries from their partial indexes, never by
+    /// reading every delivery kept.
+    #[test]
+    fn outbox_counts_read_only_their_partial_indexes() {
+        let db = migrated();
+        for (sql, index) in [
+            (PENDING_DELIVERIES, "deliveries_pending"),
+            (DEAD_DELIVERIES, "deliveries_dead"),
+        ] {
+            let steps = plan(&db, sql);
+            let scan = format!("SCAN deliveries USING COVERING INDEX {index}");
+            assert!(
+                steps.len() == 1 && steps[0].starts_with(&scan),
+                "{sql}: {steps:#?}"
+            );
+        }
     }
 }
