@@ -473,6 +473,7 @@ mod tests {
             (DEAD_DELIVERIES, "deliveries_dead"),
         ] {
             let steps = plan(&db, sql);
+            // A prefix: either pending index (by id or by due time) holds only pending rows.
             let scan = format!("SCAN deliveries USING COVERING INDEX {index}");
             assert!(
                 steps.len() == 1 && steps[0].starts_with(&scan),
