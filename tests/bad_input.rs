@@ -190,6 +190,35 @@ async fn random_bytes_and_invalid_utf8_are_rejected() {
         )
         .await;
     }
+    // What a reader of the log would fail to parse back, in places the relay skips or keeps
+    // as text without reading: each was once stored, and the log answered 503 from then on.
+    let spliced = |marker: &str, insert: &[u8]| -> Vec<u8> {
+        let mut bytes = valid.clone().into_bytes();
+        let at = bytes
+            .windows(marker.len())
+            .position(|w| w == marker.as_bytes())
+            .unwrap();
+        bytes.splice(at..at, insert.iter().copied());
+        bytes
+    };
+    for (what, bytes) in [
+        (
+            "invalid UTF-8 in an extension attribute",
+            spliced("\"specversion\"", b"\"ext\":\"\xff\","),
+        ),
+        (
+            "invalid UTF-8 in a data field the relay skips",
+            spliced("\"state\"", b"\"note\":\"\xfe\","),
+        ),
+        ("a lone high surrogate", spliced("Finished", br"\ud800")),
+        ("a lone low surrogate", spliced("Finished", br"\udc00")),
+        (
+            "a high surrogate before a non-surrogate",
+            spliced("Finished", br"\ud800\u0041"),
+        ),
+    ] {
+        json_error(server.post(bytes, "application/json").await, what).await;
+    }
     let mut trailing = valid.clone().into_bytes();
     trailing.extend_from_slice(&[0xc3, 0x28]);
     json_error(

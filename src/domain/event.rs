@@ -126,12 +126,53 @@ impl CloudEvent {
         time: Option<String>,
         data: Box<RawValue>,
     ) -> Result<Self, InvalidEvent> {
+        let attributes = Attributes {
+            id,
+            event_type,
+            source,
+            time,
+        };
+        attributes.validate(specversion, data.get().trim_start().starts_with('{'))?;
+        let Attributes {
+            id,
+            event_type,
+            source,
+            time,
+        } = attributes;
+        Ok(Self {
+            id,
+            event_type,
+            source,
+            time,
+            data,
+        })
+    }
+}
+
+/// A CloudEvent's attributes without its `data`.
+#[derive(Clone, Debug)]
+pub struct Attributes {
+    pub id: String,
+    pub event_type: String,
+    pub source: String,
+    pub time: Option<String>,
+}
+
+impl Attributes {
+    /// The checks every content mode shares, in this order: `specversion` is 1.0; `id`, `type`
+    /// and `source` are not blank and, like `time`, hold no control characters; a MediaKind
+    /// event's `data` is a JSON object (`data_is_object`).
+    pub fn validate(&self, specversion: &str, data_is_object: bool) -> Result<(), InvalidEvent> {
         if specversion != "1.0" {
             return Err(InvalidEvent(format!(
                 "field `specversion` must be \"1.0\", got {specversion:?}"
             )));
         }
-        for (field, value) in [("id", &id), ("type", &event_type), ("source", &source)] {
+        for (field, value) in [
+            ("id", &self.id),
+            ("type", &self.event_type),
+            ("source", &self.source),
+        ] {
             if value.trim().is_empty() {
                 return Err(InvalidEvent(format!("field `{field}` is empty")));
             }
@@ -141,7 +182,8 @@ impl CloudEvent {
                 )));
             }
         }
-        if time
+        if self
+            .time
             .as_deref()
             .is_some_and(|t| t.chars().any(char::is_control))
         {
@@ -149,18 +191,13 @@ impl CloudEvent {
                 "field `time` must not contain control characters".into(),
             ));
         }
-        if event_type.starts_with("MediaKind.") && !data.get().trim_start().starts_with('{') {
+        if self.event_type.starts_with("MediaKind.") && !data_is_object {
             return Err(InvalidEvent(format!(
-                "field `data` must be a JSON object for {event_type} events"
+                "field `data` must be a JSON object for {} events",
+                self.event_type
             )));
         }
-        Ok(Self {
-            id,
-            event_type,
-            source,
-            time,
-            data,
-        })
+        Ok(())
     }
 }
 
@@ -197,17 +234,43 @@ pub struct NewEvent {
 impl NewEvent {
     /// Normalizes a validated CloudEvent received at `received_ms` with its raw bytes.
     pub fn normalize(event: CloudEvent, raw: Vec<u8>, received_ms: i64, origin: Origin) -> Self {
-        let parsed = parse_source(&event.source);
-        let mut key = parsed.key;
-        let data = DataView::read(event.data.get()).unwrap_or_else(|| {
+        let CloudEvent {
+            id,
+            event_type,
+            source,
+            time,
+            data,
+        } = event;
+        let view = DataView::read(data.get()).unwrap_or_else(|| {
             // Only an object that repeats a key gets here (the text was checked as JSON).
             tracing::warn!(
-                id = %event.id,
-                source = %event.source,
+                id = %id,
+                source = %source,
                 "event data repeats a key; stored without reading a state from it"
             );
             DataView::default()
         });
+        let attributes = Attributes {
+            id,
+            event_type,
+            source,
+            time,
+        };
+        Self::from_view(attributes, &view, raw, received_ms, origin)
+    }
+
+    /// Normalizes validated attributes and the view of their `data`, as [`Self::normalize`]
+    /// does once it has read the view: for a decoder that read the view in the same pass as
+    /// the attributes.
+    pub fn from_view(
+        event: Attributes,
+        data: &DataView<'_>,
+        raw: Vec<u8>,
+        received_ms: i64,
+        origin: Origin,
+    ) -> Self {
+        let parsed = parse_source(&event.source);
+        let mut key = parsed.key;
         let resource = &data.resource.0;
         let props = &resource.properties.0;
         if key.project.is_empty() {
@@ -238,7 +301,7 @@ impl NewEvent {
             .or_else(|| view::text(props.resource_state))
             .map(|s| text_column(&s));
         let previous_state = view::text(data.previous_state).map(|s| text_column(&s));
-        let details_text = resource_details(&key, &data);
+        let details_text = resource_details(&key, data);
         Self {
             id: event.id,
             event_type: event.event_type,

@@ -142,6 +142,40 @@ impl<'a> DataView<'a> {
     }
 }
 
+/// A CloudEvent's `data` read as [`DataView`] while the envelope around it is parsed: the view
+/// of an object, and whether it was one (any other value reads as the empty view). A repeated
+/// key among the fields the view reads fails the parse, as in [`DataView::read`].
+#[derive(Default)]
+pub struct DataField<'a> {
+    pub is_object: bool,
+    pub view: DataView<'a>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for DataField<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Shape<'a>(PhantomData<DataView<'a>>);
+        impl<'de: 'a, 'a> Visitor<'de> for Shape<'a> {
+            type Value = DataField<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let view = DataView::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(DataField {
+                    is_object: true,
+                    view,
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(DataField::default())
+            }
+            ignore_other_shapes!(DataField::default());
+        }
+        deserializer.deserialize_any(Shape(PhantomData))
+    }
+}
+
 #[derive(Default, serde::Deserialize)]
 #[serde(default)]
 pub struct ResourceView<'a> {

@@ -4,7 +4,6 @@
 use super::error::{no_route, wrong_method, ApiError};
 use super::health::{self, Health};
 use crate::config::{Config, SignatureMode};
-use crate::domain::event::{NewEvent, Origin};
 use crate::domain::time::now_ms;
 use crate::ingest::auth::{authenticate, Credentials, SecretSet};
 use crate::ingest::decode::{decode, DecodeError};
@@ -196,7 +195,7 @@ async fn receive(
     check_secret(&s, &headers, &uri)?;
     let body = read_body(body, &headers, s.body_limit, s.body_timeout).await?;
     check_signature(&s, &headers, &body)?;
-    let decoded = decode(&headers, &body).map_err(|e| match e {
+    let events = decode(&headers, &body, now_ms()).map_err(|e| match e {
         DecodeError::UnsupportedMediaType(m) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -204,11 +203,6 @@ async fn receive(
         ),
         DecodeError::Invalid(m) => ApiError::bad_request("invalid_cloudevent", m),
     })?;
-    let received_ms = now_ms();
-    let events: Vec<NewEvent> = decoded
-        .into_iter()
-        .map(|(event, raw)| NewEvent::normalize(event, raw, received_ms, Origin::Webhook))
-        .collect();
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     let outcomes = s.writer.submit(events).await.map_err(|e| match e {
         SubmitError::Busy => ApiError::unavailable(
