@@ -229,8 +229,6 @@ pub trait Store: Send + Sync + 'static {
         &self,
         seq: i64,
     ) -> Result<Option<(StoredEvent, Option<Vec<u8>>)>, StoreError>;
-    /// Periodic upkeep the database needs from its client (SQLite: WAL checkpoints, which
-    /// are kept off the commit path). Called every [`MAINTAIN_EVERY`].
     /// Adds a watch, or returns the one on the same path (see [`OnExisting`]).
     async fn add_watch(
         &self,
@@ -279,6 +277,8 @@ pub trait Store: Send + Sync + 'static {
         batch: i64,
     ) -> Result<retention::PruneStep, StoreError>;
 
+    /// Periodic upkeep the database needs from its client (SQLite: WAL checkpoints, which
+    /// are kept off the commit path). Called every [`MAINTAIN_EVERY`].
     async fn maintain(&self) -> Result<(), StoreError>;
     /// Calls `on_commit` whenever another process sharing this database commits events, until
     /// `cancel`. Returns at once for a database only this process writes (SQLite).
@@ -346,8 +346,9 @@ fn status_of(
     }
 }
 
-/// How often [`Store::maintain`] runs.
-pub const MAINTAIN_EVERY: Duration = Duration::from_millis(500);
+/// How often [`Store::maintain`] runs. Often, so that each SQLite checkpoint has little to
+/// write back (see `SqliteStore::maintain`); a pass with nothing to copy costs one query.
+pub const MAINTAIN_EVERY: Duration = Duration::from_millis(100);
 
 /// Which database a URL names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
