@@ -42,7 +42,7 @@ pub struct SqliteStore {
     checkpointer: SqlitePool,
     /// The database file, synced after each checkpoint (`checkpoint_and_sync`).
     file: Arc<std::fs::File>,
-    /// WAL frames copied into the database file and synced since the WAL last started over.
+    /// The checkpointed-frame count of the last pass that synced the database file.
     synced_frames: AtomicI64,
 }
 
@@ -100,9 +100,7 @@ impl SqliteStore {
             checkpointer,
         })
     }
-}
 
-impl SqliteStore {
     /// A PASSIVE checkpoint (it copies what it can without waiting for, or blocking, the
     /// writer or readers), then, if it copied anything, an fdatasync of the database file.
     /// Returns the WAL's length in frames.
@@ -112,8 +110,9 @@ impl SqliteStore {
             sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
                 .fetch_one(&self.checkpointer)
                 .await?;
-        // `copied` counts every frame copied since the WAL last started over.
-        if copied > self.synced_frames.load(Ordering::Relaxed) {
+        // `copied` counts the frames copied since the WAL last started over (by RESTART, or
+        // by SQLite itself after a pass that copied everything): a new count means new pages.
+        if copied > 0 && copied != self.synced_frames.load(Ordering::Relaxed) {
             let checkpointed = started.elapsed();
             let file = self.file.clone();
             tokio::task::spawn_blocking(move || file.sync_data())
