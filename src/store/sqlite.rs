@@ -44,6 +44,10 @@ pub struct SqliteStore {
     file: Arc<std::fs::File>,
     /// The checkpointed-frame count of the last pass that synced the database file.
     synced_frames: AtomicI64,
+    /// The WAL's length when a RESTART last completed (-1: none yet). Until the next commit
+    /// starts the WAL over, a PASSIVE pass keeps reporting that length, and restarting again
+    /// would only repeat the work, every pass, for as long as the relay stays idle.
+    restarted_at: AtomicI64,
 }
 
 impl SqliteStore {
@@ -93,6 +97,7 @@ impl SqliteStore {
         Ok(Self {
             file: Arc::new(file),
             synced_frames: AtomicI64::new(0),
+            restarted_at: AtomicI64::new(-1),
             write_lock: tokio::sync::Mutex::new(()),
             appender,
             writer,
@@ -379,7 +384,7 @@ impl Store for SqliteStore {
         // fdatasync behind the write-back (the benchmark's p99: 45-50 ms). Syncing after each
         // pass writes the same pages back in steps of MAINTAIN_EVERY, with appends running.
         let frames = self.checkpoint_and_sync().await?;
-        if frames >= WAL_RESTART_FRAMES {
+        if frames >= WAL_RESTART_FRAMES && frames != self.restarted_at.load(Ordering::Relaxed) {
             // Under steady load a commit always lands between a PASSIVE checkpoint and the next
             // transaction, so the WAL never starts over and grows without end (900 MB in 8 s of
             // the ingest benchmark), every commit extending the file: new blocks to zero and a
@@ -391,12 +396,17 @@ impl Store for SqliteStore {
             self.checkpoint_and_sync().await?;
             let started = std::time::Instant::now();
             let _write = self.write_lock.lock().await;
-            let (_busy, frames, copied): (i64, i64, i64) =
+            let (busy, frames, copied): (i64, i64, i64) =
                 sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
                     .fetch_one(&self.checkpointer)
                     .await?;
-            self.synced_frames.store(0, Ordering::Relaxed);
+            // RESTART synced the database file itself.
+            self.synced_frames.store(copied, Ordering::Relaxed);
+            let done = busy == 0 && copied == frames;
+            self.restarted_at
+                .store(if done { frames } else { -1 }, Ordering::Relaxed);
             tracing::debug!(
+                busy,
                 frames,
                 copied,
                 micros = started.elapsed().as_micros() as u64,
